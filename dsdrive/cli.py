@@ -1,0 +1,41 @@
+"""The ``dsdrive`` console script.
+
+Run as:
+    dsdrive build --source scenarionet --input ../shared/data/nuscenes-mini-scenarionet --out data/planning
+    dsdrive annotate --teacher rule --data data/planning --out data/annotations
+
+Each subcommand lives in the module named below and exposes ``main(argv)``; this file only
+dispatches, so ``dsdrive <cmd> --help`` shows that module's own options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "build": ("data_builders.build", "build planning samples from ScenarioNet / nuScenes / DriveLM / MetaDrive"),
+    "annotate": ("dsdrive.annotate", "annotate planning samples with a teacher (rule | qwen-vl | openai)"),
+    "merge": ("dsdrive.annotate", "join annotation shards into a planning dataset by sample id (annotate --merge)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
+        width = max(map(len, SUBCOMMANDS))
+        lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+        msg = "usage: dsdrive <command> [options]\n\ncommands:\n" + "\n".join(lines)
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"dsdrive: unknown command {argv[0]!r}\n\n{msg}", file=sys.stderr)
+            return 2
+        print(msg)
+        return 0
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    if argv[0] == "merge":
+        return int(module.merge_main(argv[1:]) or 0)
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

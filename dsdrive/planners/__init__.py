@@ -1,0 +1,5 @@
+"""Planners behind one interface: ``compute_trajectory(inputs) -> waypoints``."""
+
+from dsdrive.planners.base import Planner
+
+__all__ = ["Planner"]
