@@ -1,0 +1,1 @@
+"""Teachers that annotate planning samples (see :mod:`dsdrive.teachers.base`)."""
