@@ -38,10 +38,9 @@ class PlanningVocabulary:
     def fit(cls, samples: list[PlanningSample], modes: int = 6, seed: int = 0) -> "PlanningVocabulary":
         """k-means (scikit-learn, seeded, n_init=10) over the fully valid ego futures of each command.
 
-        A command with fewer than ``modes`` distinct futures (e.g. no RIGHT turns in a small
-        split) is completed with its own futures repeated and, if it has none, with the STRAIGHT
-        anchors mirrored for LEFT/RIGHT laterally bent by the mean lateral offset of the data;
-        the fallback is recorded by a warning-free rule so the shapes are always (3, modes, 6, 2).
+        A command with fewer than ``modes`` distinct futures repeats its centroids; a command
+        with no sample at all (e.g. no RIGHT turn in a small split) gets constant-speed arcs
+        from :func:`_synthetic_turn_anchors`, so the shape is always (3, modes, 6, 2).
 
         Raises:
             ValueError: no sample has a fully valid future.
