@@ -1,0 +1,156 @@
+"""``dsdrive build``: planning samples from ScenarioNet, nuScenes, DriveLM or MetaDrive scenes.
+
+Run as:
+    dsdrive build --source scenarionet --input ../shared/data/nuscenes-mini-scenarionet --out /tmp/planning
+    dsdrive build --source scenarionet --keyframe-step 1 --out /tmp/planning-10hz   # every 10 Hz step
+    dsdrive build --source nuscenes --input ~/data/nuscenes --version v1.0-mini --out /tmp/planning-nusc
+    dsdrive build --source metadrive-pg --num-scenarios 8 --out /tmp/planning-pg
+
+Writes the samples with :func:`dsdrive.dataset.save_samples` (atomic: an interrupted build leaves
+the previous dataset in place) and ``build_report.json`` inside the output folder (samples per
+scene, command counts, every skipped file / scene / keyframe / agent with its reason).
+``--source scenarionet`` is built here; the other sources are dispatched to
+``data_builders.<source>.build(args)``, imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+SOURCES = ("scenarionet", "nuscenes", "drivelm", "metadrive-pg")
+_OTHER_BUILDERS = {"nuscenes": "data_builders.nuscenes", "drivelm": "data_builders.drivelm", "metadrive-pg": "data_builders.metadrive_pg"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dsdrive build`` argument parser (shared by every source's ``build(args)``)."""
+    p = argparse.ArgumentParser(prog="dsdrive build", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=SOURCES, default="scenarionet", help="input kind (default: scenarionet)")
+    p.add_argument("--input", default=None, help="input folder; scenarionet default: $DSDRIVE_SCENARIOS or ../shared/data/nuscenes-mini-scenarionet")
+    p.add_argument("--out", required=True, help="output dataset folder (replaced atomically)")
+    p.add_argument("--version", default="v1.0-mini", help="nuScenes version (nuscenes source)")
+    p.add_argument("--keyframe-step", type=int, default=None, help="steps between samples; scenarionet: default 0.5 s (5 at 10 Hz), 1 = every 10 Hz step")
+    p.add_argument("--radius", type=float, default=50.0, help="agents within this distance of the ego (m)")
+    p.add_argument("--map-roi", type=float, nargs=2, default=(50.0, 30.0), metavar=("HALF_X", "HALF_Y"), help="ego-frame map box half extents (m)")
+    p.add_argument("--max-polylines", type=int, default=100, help="map polylines kept per sample, nearest first")
+    p.add_argument("--num-scenarios", type=int, default=None, help="use only the first N scenarios")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file instead of skipping it")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def write_report(out_dir: Path, report: dict) -> Path:
+    """Write ``build_report.json`` into ``out_dir`` (temporary file + rename)."""
+    path = out_dir / "build_report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def _print_summary(report: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"dsdrive build --source {report['source']}  ({report['input']})")
+    for col in ("scene", "samples", *report["commands_order"]):
+        table.add_column(col, justify="right" if col != "scene" else "left")
+    for scene, n in report["samples_per_scene"].items():
+        cmds = report["commands_per_scene"].get(scene, {})
+        table.add_row(scene, str(n), *(str(cmds.get(c, 0)) for c in report["commands_order"]))
+    table.add_row("total", str(report["samples"]), *(str(report["commands"].get(c, 0)) for c in report["commands_order"]), style="bold")
+    console.print(table)
+    if report["skip_reasons"]:
+        skips = Table(title="counted skips (details in build_report.json)")
+        skips.add_column("kind: reason")
+        skips.add_column("count", justify="right")
+        for reason, n in sorted(report["skip_reasons"].items()):
+            skips.add_row(reason, str(n))
+        console.print(skips)
+    for s in report["skips"]:
+        if s["kind"] == "file":
+            console.print(f"[yellow]skipped file[/] {escape(s['file'])}: {escape(s['reason'])}", highlight=False)
+    console.print(f"files read: {report['files_seen']}, scenes built: {len(report['samples_per_scene'])}, samples: {report['samples']}, "
+                  f"{report['seconds']:.1f} s -> {report['out']}", highlight=False)
+
+
+def build_scenarionet(args: argparse.Namespace) -> int:
+    """Build a ScenarioNet folder (``args`` from :func:`build_parser`); returns an exit code."""
+    from data_builders.scenarionet import BuildOptions, build_folder
+    from dsdrive.dataset import save_samples
+    from dsdrive.paths import default_scenarios_dir
+    from dsdrive.types import COMMANDS
+
+    t0 = time.perf_counter()
+    try:
+        folder = default_scenarios_dir(args.input)
+    except FileNotFoundError as exc:
+        print(f"dsdrive build: {exc}", file=sys.stderr)
+        return 2
+    options = BuildOptions(keyframe_step=args.keyframe_step, radius=args.radius, map_roi=tuple(args.map_roi), max_polylines=args.max_polylines)
+    try:
+        samples, rep = build_folder(folder, options, num_scenarios=args.num_scenarios, strict=args.strict, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as exc:
+        print(f"dsdrive build: {exc}", file=sys.stderr)
+        return 1
+    per_scene: dict[str, Counter] = {}
+    for s in samples:
+        per_scene.setdefault(s.scene_id, Counter())[s.inputs.command] += 1
+    report = {
+        "source": "scenarionet",
+        "input": str(folder),
+        "out": str(Path(args.out).resolve()),
+        "options": asdict(options),
+        "files_seen": rep.files_seen,
+        "samples": len(samples),
+        "samples_per_scene": rep.samples_per_scene,
+        "commands_order": list(COMMANDS),
+        "commands": dict(sum(per_scene.values(), Counter())),
+        "commands_per_scene": {k: dict(v) for k, v in per_scene.items()},
+        "skip_counts": rep.skip_counts(),
+        "skip_reasons": rep.reason_counts(),
+        "skips": [asdict(s) for s in rep.skips],
+    }
+    if not samples:
+        report["seconds"] = time.perf_counter() - t0
+        _print_summary(report)
+        print(f"dsdrive build: no samples built from {folder}; nothing written to {args.out}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_samples(samples, out)
+    report["seconds"] = time.perf_counter() - t0
+    write_report(out, report)
+    _print_summary(report)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dsdrive build``; returns the exit code (0 ok, 1 build failed, 2 bad input path)."""
+    args = build_parser().parse_args(argv)
+    if args.source == "scenarionet":
+        return build_scenarionet(args)
+    import importlib
+
+    module_name = _OTHER_BUILDERS[args.source]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"dsdrive build: --source {args.source} needs {module_name}, which is not installed in this checkout", file=sys.stderr)
+        return 2
+    return int(module.build(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""nuScenes (through nuscenes-devkit) -> :class:`dsdrive.types.PlanningSample`, one per keyframe.
+
+Run as:
+    dsdrive build --source nuscenes --input ~/data/nuscenes --version v1.0-mini --out /tmp/planning-nusc
+
+Source: the nuScenes database (Caesar et al., "nuScenes: A multimodal dataset for autonomous
+driving", CVPR 2020) read with ``nuscenes.nuscenes.NuScenes``; agent futures with
+``nuscenes.prediction.PredictHelper``; ego status with the CAN bus expansion
+(``NuScenesCanBus``) and map polylines with the map expansion (``NuScenesMap``) when present.
+
+What one sample holds (the **ego frame** is that of the keyframe's LIDAR_TOP ``ego_pose``:
+x forward, y left, z up, origin at the ego pose):
+
+* every ``keyframe_step``-th keyframe (2 Hz; default every one) that has 6 later keyframes
+  (+0.5 ... +3.0 s); others are skipped and counted ("future beyond scene end");
+* ``ego_history`` (4, 3) from the 4 previous keyframes, masked (and zero) before the scene start;
+  ``ego_future`` (6, 3) from the 6 next keyframes; ``command`` from the +3 s lateral offset;
+* ``ego_status`` (vx, vy, ax, ay, yaw_rate, steering): from the CAN bus ``pose`` message (vel,
+  accel, rotation_rate, all in the vehicle frame) and ``steeranglefeedback`` (rad; else
+  ``vehicle_monitor.steering`` in deg) at or before the keyframe time; without CAN bus, backward
+  differences of the keyframe ego poses (velocity and yaw rate need the previous keyframe,
+  acceleration the two previous), steering masked. Only past values enter this input;
+* agents: the keyframe's ``sample_annotation`` within ``radius`` (2D) of the ego, nearest first;
+  box (x, y, z, l, w, h, yaw) with nuScenes ``size`` = (w, l, h) reordered; centres through the
+  full 3D ego pose (as the devkit's ``get_sample_data``), yaw relative to the ego yaw;
+  velocity ``NuScenes.box_velocity`` rotated into the ego frame (NaN -> 0, counted); futures
+  (12, 3) at +0.5 ... +6.0 s from ``PredictHelper.get_future_for_agent`` (global records,
+  transformed here; each record placed at round(dt / 0.5) and masked where absent);
+* map polylines (map expansion present): lane/road dividers -> ``lane_divider``, boundaries of
+  road_segment ∪ lane polygons -> ``road_edge``, ped_crossing outlines -> ``ped_crossing``,
+  lane and lane-connector centrelines -> ``lane_centerline``, clipped to the ego-frame ROI box
+  and resampled to 20 points; without the expansion the map is empty (counted);
+* cameras: the six ``CAM_*`` keyframe images with ``camera_intrinsic`` and a motion-compensated
+  ``cam2ego`` = inv(ego_pose(t_lidar)) @ ego_pose(t_cam) @ calibrated_sensor, i.e. the camera at
+  its own exposure time expressed in the keyframe's ego frame (the devkit/mmdet3d
+  ``sensor2lidar`` chain). The static rig alone is off by up to ~18 px on scene-0061 at 9 m/s
+  (cameras fire up to 43 ms before LIDAR_TOP; see tests/test_camera_projection.py).
+
+Bad input: a missing table folder raises ``FileNotFoundError`` naming it; malformed records raise
+``ValueError`` naming table, token and field (or are skipped and counted unless ``strict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from pyquaternion import Quaternion
+
+from data_builders.nuscenes_map import NuScenesMapExtractor
+from dsdrive.geometry import wrap_angle
+from dsdrive.types import (
+    AGENT_FUTURE_STEPS,
+    CAMERA_NAMES,
+    EGO_STATUS_FIELDS,
+    FUTURE_STEPS,
+    HISTORY_STEPS,
+    STEP_SECONDS,
+    Agents,
+    Camera,
+    MapPolylines,
+    PlanningInputs,
+    PlanningSample,
+    PlanningTargets,
+    command_from_future,
+)
+
+SOURCE = "nuscenes"
+KEYFRAME_TOLERANCE_S = 0.15
+"""An agent-future record belongs to step k when |dt - k * 0.5 s| is below this (PredictHelper's buffer)."""
+CAN_POSE_MAX_AGE_S = 0.1
+"""A CAN ``pose``/``steeranglefeedback`` message is used if at most this old (they run at 50/100 Hz)."""
+CAN_MONITOR_MAX_AGE_S = 0.6
+"""A ``vehicle_monitor`` message (2 Hz) is used if at most this old."""
+
+
+def agent_type(category: str) -> str:
+    """nuScenes category name -> :data:`dsdrive.types.AGENT_TYPES` entry.
+
+    ``vehicle.bicycle`` / ``vehicle.motorcycle`` -> CYCLIST, other ``vehicle.*`` -> VEHICLE,
+    ``human.pedestrian.*`` -> PEDESTRIAN, ``movable_object.trafficcone`` -> TRAFFIC_CONE,
+    ``movable_object.barrier`` -> TRAFFIC_BARRIER, everything else -> OTHER.
+    """
+    if category in ("vehicle.bicycle", "vehicle.motorcycle"):
+        return "CYCLIST"
+    if category.startswith("vehicle."):
+        return "VEHICLE"
+    if category.startswith("human.pedestrian."):
+        return "PEDESTRIAN"
+    if category == "movable_object.trafficcone":
+        return "TRAFFIC_CONE"
+    if category == "movable_object.barrier":
+        return "TRAFFIC_BARRIER"
+    return "OTHER"
+
+
+def pose_matrix(record: dict) -> np.ndarray:
+    """(4, 4) transform from a nuScenes ``translation``/``rotation`` (w, x, y, z) record."""
+    m = np.eye(4)
+    m[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
+    m[:3, 3] = record["translation"]
+    return m
+
+
+class _EgoFrame:
+    """The ego frame of one keyframe: global (nuScenes) -> ego transforms."""
+
+    def __init__(self, ego_pose: dict):
+        self.q = Quaternion(ego_pose["rotation"])
+        self.t = np.asarray(ego_pose["translation"], dtype=np.float64)
+        self.yaw = float(self.q.yaw_pitch_roll[0])
+        self.global2ego = np.linalg.inv(pose_matrix(ego_pose))
+
+    def points(self, xyz: np.ndarray) -> np.ndarray:
+        """Global points (N, 3) -> ego frame (N, 3) (full 3D pose)."""
+        p = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        return p @ self.global2ego[:3, :3].T + self.global2ego[:3, 3]
+
+    def vectors(self, v: np.ndarray) -> np.ndarray:
+        """Global vectors (N, 3) -> ego frame (N, 3) (rotation only)."""
+        return np.asarray(v, dtype=np.float64).reshape(-1, 3) @ self.global2ego[:3, :3].T
+
+    def rel_yaw(self, rotation: list[float]) -> float:
+        """Yaw of a global orientation quaternion relative to the ego heading (rad)."""
+        return float(wrap_angle((self.q.inverse * Quaternion(rotation)).yaw_pitch_roll[0]))
+
+
+class _CanBus:
+    """Ego status from the nuScenes CAN bus expansion for one scene, or None per message."""
+
+    def __init__(self, can, scene_name: str, report: Counter):
+        self.pose = self.steer = self.monitor = None
+        if can is None:
+            return
+        for attr, msg in (("pose", "pose"), ("steer", "steeranglefeedback"), ("monitor", "vehicle_monitor")):
+            try:
+                messages = can.get_messages(scene_name, msg, print_warnings=False)
+            except Exception:  # FileNotFoundError, or the devkit's bare Exception for blacklisted scenes
+                continue
+            if messages:
+                setattr(self, attr, (np.array([m["utime"] for m in messages], dtype=np.int64), messages))
+        if self.pose is None:
+            report["scenes without CAN bus pose (ego status from ego poses)"] += 1
+        if self.steer is None and self.monitor is None:
+            report["scenes without CAN bus steering (steering masked)"] += 1
+
+    @staticmethod
+    def _latest(table, utime: int, max_age_s: float) -> dict | None:
+        if table is None:
+            return None
+        times, messages = table
+        i = int(np.searchsorted(times, utime, side="right")) - 1
+        if i < 0 or (utime - times[i]) * 1e-6 > max_age_s:
+            return None
+        return messages[i]
+
+    def status(self, utime: int) -> tuple[np.ndarray, np.ndarray]:
+        values, mask = np.zeros(len(EGO_STATUS_FIELDS)), np.zeros(len(EGO_STATUS_FIELDS), bool)
+        pose = self._latest(self.pose, utime, CAN_POSE_MAX_AGE_S)
+        if pose is not None:
+            values[0:2], values[2:4], values[4] = pose["vel"][:2], pose["accel"][:2], pose["rotation_rate"][2]
+            mask[0:5] = True
+        steer = self._latest(self.steer, utime, CAN_POSE_MAX_AGE_S)
+        if steer is not None:
+            values[5], mask[5] = steer["value"], True
+        else:
+            mon = self._latest(self.monitor, utime, CAN_MONITOR_MAX_AGE_S)
+            if mon is not None:
+                values[5], mask[5] = np.deg2rad(mon["steering"]), True
+        return values, mask
+
+
+def _open_can_bus(dataroot: Path, can_bus_root: str | None, report: Counter):
+    """NuScenesCanBus over ``can_bus_root``, ``dataroot`` or its parent (first with can_bus/), else None."""
+    from nuscenes.can_bus.can_bus_api import NuScenesCanBus
+
+    for root in ([Path(can_bus_root)] if can_bus_root else []) + [dataroot, dataroot.parent]:
+        if (root / "can_bus").is_dir():
+            return NuScenesCanBus(dataroot=str(root))
+    report["can bus expansion absent (all scenes: ego status from ego poses, steering masked)"] += 1
+    return None
+
+
+def _scene_keyframes(nusc, scene: dict) -> list[dict]:
+    out, token = [], scene["first_sample_token"]
+    while token:
+        sample = nusc.get("sample", token)
+        out.append(sample)
+        token = sample["next"]
+    return out
+
+
+def _ego_pose_of(nusc, sample: dict) -> dict:
+    if "LIDAR_TOP" not in sample["data"]:
+        raise ValueError(f"sample {sample['token']}: no LIDAR_TOP sample_data (field sample.data)")
+    return nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+
+
+def _pose_rows(frame: _EgoFrame, poses: list[dict]) -> np.ndarray:
+    """(K, 3) x, y, heading of ego poses in ``frame``."""
+    if not poses:
+        return np.zeros((0, 3))
+    xy = frame.points(np.array([p["translation"] for p in poses]))[:, :2]
+    yaw = np.array([frame.rel_yaw(p["rotation"]) for p in poses])
+    return np.concatenate([xy, yaw[:, None]], axis=1)
+
+
+def _status_from_poses(frame: _EgoFrame, poses: list[dict | None], times: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Backward differences over the current and two previous keyframe poses (index 0 = current)."""
+    values, mask = np.zeros(len(EGO_STATUS_FIELDS)), np.zeros(len(EGO_STATUS_FIELDS), bool)
+    if poses[1] is None:
+        return values, mask
+    xy = _pose_rows(frame, [p for p in poses if p is not None])
+    dt1 = times[0] - times[1]
+    v0 = (xy[0, :2] - xy[1, :2]) / dt1
+    values[0:2], values[4] = v0, wrap_angle(xy[0, 2] - xy[1, 2]) / dt1
+    mask[[0, 1, 4]] = True
+    if poses[2] is not None:
+        dt2 = times[1] - times[2]
+        v1 = (xy[1, :2] - xy[2, :2]) / dt2
+        values[2:4], mask[2:4] = (v0 - v1) / dt1, True
+    return values, mask
+
+
+def _agents(nusc, helper, sample: dict, frame: _EgoFrame, radius: float, report: Counter):
+    anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
+    if not anns:
+        return Agents.empty(), np.zeros((0, AGENT_FUTURE_STEPS, 3), np.float32), np.zeros((0, AGENT_FUTURE_STEPS), bool)
+    for a in anns:
+        if len(a["size"]) != 3 or len(a["translation"]) != 3:
+            raise ValueError(f"sample_annotation {a['token']}: malformed size/translation {a['size']}/{a['translation']}")
+    centres = frame.points(np.array([a["translation"] for a in anns]))
+    dist = np.hypot(centres[:, 0], centres[:, 1])
+    keep = [i for i in np.argsort(dist, kind="stable") if dist[i] <= radius]
+    t0 = sample["timestamp"] * 1e-6
+    ids, types, boxes, vels = [], [], [], []
+    futures = np.zeros((len(keep), AGENT_FUTURE_STEPS, 3))
+    masks = np.zeros((len(keep), AGENT_FUTURE_STEPS), bool)
+    for n, i in enumerate(keep):
+        a = anns[i]
+        w, l, h = a["size"]  # nuScenes size is (width, length, height)
+        ids.append(a["instance_token"])
+        types.append(agent_type(a["category_name"]))
+        boxes.append([*centres[i], l, w, h, frame.rel_yaw(a["rotation"])])
+        v = nusc.box_velocity(a["token"])
+        if not np.all(np.isfinite(v[:2])):
+            report["agent velocity NaN -> 0 (single annotation or gap > 1.5 s)"] += 1
+            v = np.zeros(3)
+        vels.append(frame.vectors(np.nan_to_num(v))[0, :2])
+        records = helper.get_future_for_agent(a["instance_token"], sample["token"], AGENT_FUTURE_STEPS * STEP_SECONDS, in_agent_frame=False, just_xy=False)
+        for rec in records:
+            dt = nusc.get("sample", rec["sample_token"])["timestamp"] * 1e-6 - t0
+            k = int(round(dt / STEP_SECONDS))
+            if 1 <= k <= AGENT_FUTURE_STEPS and abs(dt - k * STEP_SECONDS) < KEYFRAME_TOLERANCE_S:
+                futures[n, k - 1, :2] = frame.points(np.array(rec["translation"]))[0, :2]
+                futures[n, k - 1, 2] = frame.rel_yaw(rec["rotation"])
+                masks[n, k - 1] = True
+    agents = Agents(ids, types, np.asarray(boxes, np.float32).reshape(-1, 7), np.asarray(vels, np.float32).reshape(-1, 2))
+    return agents, futures.astype(np.float32), masks
+
+
+def _cameras(nusc, sample: dict, lidar_ego_pose: dict, report: Counter) -> list[Camera]:
+    global2ego = np.linalg.inv(pose_matrix(lidar_ego_pose))
+    cams = []
+    for name in CAMERA_NAMES:
+        if name not in sample["data"]:
+            report[f"camera {name} missing"] += 1
+            continue
+        sd = nusc.get("sample_data", sample["data"][name])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        intr = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
+        if intr.shape != (3, 3):
+            raise ValueError(f"calibrated_sensor {cs['token']}: camera_intrinsic has shape {intr.shape}, expected (3, 3)")
+        cam_ego = pose_matrix(nusc.get("ego_pose", sd["ego_pose_token"]))
+        cam2ego = global2ego @ cam_ego @ pose_matrix(cs)
+        path = os.path.abspath(os.path.join(nusc.dataroot, sd["filename"]))
+        cams.append(Camera(name, path, intr.astype(np.float32), cam2ego.astype(np.float32)))
+    return cams
+
+
+def build_samples(
+    dataroot: str | Path,
+    version: str = "v1.0-mini",
+    radius: float = 50.0,
+    keyframe_step: int = 1,
+    map_roi: tuple[float, float] = (50.0, 30.0),
+    can_bus_root: str | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> tuple[list[PlanningSample], dict]:
+    """Build planning samples from a nuScenes dataroot (see the module docstring for content).
+
+    Args:
+        dataroot: folder holding ``<version>/`` tables, ``samples/`` and ``maps/``.
+        version: table folder, e.g. ``v1.0-mini``, ``v1.0-trainval``.
+        radius: keep agents within this 2D distance of the ego (m).
+        keyframe_step: use every n-th keyframe (1 = every keyframe, 2 Hz).
+        map_roi: ego-frame map box half extents (x, y) in metres.
+        can_bus_root: folder holding ``can_bus/`` (default: ``dataroot`` or its parent).
+        strict: raise on the first malformed keyframe instead of skipping and counting it.
+        progress: show a tqdm bar over scenes.
+
+    Returns:
+        ``(samples, report)``: samples in scene then time order; ``report`` with ``scenes``,
+        ``keyframes``, ``samples``, ``samples_per_scene`` and ``counts`` (reason -> count).
+
+    Raises:
+        FileNotFoundError: ``dataroot/version`` does not exist (names the path).
+        ValueError: malformed records when ``strict``.
+    """
+    from nuscenes.nuscenes import NuScenes
+    from nuscenes.prediction import PredictHelper
+    from tqdm import tqdm
+
+    dataroot = Path(dataroot).expanduser().resolve()
+    if not (dataroot / version).is_dir():
+        raise FileNotFoundError(f"{dataroot / version}: no nuScenes tables (expected {version}/sample.json ...); pass --input DATAROOT --version VERSION")
+    if keyframe_step < 1:
+        raise ValueError(f"keyframe_step must be >= 1, got {keyframe_step}")
+    nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    helper = PredictHelper(nusc)
+    counts: Counter = Counter()
+    can = _open_can_bus(dataroot, can_bus_root, counts)
+    maps = NuScenesMapExtractor(dataroot, map_roi, counts)
+    samples: list[PlanningSample] = []
+    per_scene: dict[str, int] = {}
+    n_keyframes = 0
+    for scene in tqdm(nusc.scene, desc="nuScenes scenes", disable=not progress):
+        keyframes = _scene_keyframes(nusc, scene)
+        n_keyframes += len(keyframes)
+        location = nusc.get("log", scene["log_token"])["location"]
+        canbus = _CanBus(can, scene["name"], counts if can is not None else Counter())
+        per_scene[scene["name"]] = 0
+        poses = [_ego_pose_of(nusc, s) for s in keyframes]
+        times = [s["timestamp"] * 1e-6 for s in keyframes]
+        for i in range(0, len(keyframes), keyframe_step):
+            if i + FUTURE_STEPS >= len(keyframes):
+                counts["keyframe skipped: future beyond scene end"] += 1
+                continue
+            try:
+                samples.append(_build_one(nusc, helper, scene, keyframes, poses, times, i, location, canbus, maps, radius, counts))
+                per_scene[scene["name"]] += 1
+            except (ValueError, KeyError) as exc:
+                if strict:
+                    raise
+                counts[f"keyframe skipped: {type(exc).__name__}"] += 1
+                print(f"nuscenes: skipped {scene['name']} keyframe {i}: {exc}", file=sys.stderr)
+    report = {"scenes": len(nusc.scene), "keyframes": n_keyframes, "samples": len(samples), "samples_per_scene": per_scene, "counts": dict(counts)}
+    return samples, report
+
+
+def _build_one(nusc, helper, scene, keyframes, poses, times, i, location, canbus, maps, radius, counts) -> PlanningSample:
+    sample, frame = keyframes[i], _EgoFrame(poses[i])
+    hist_idx = list(range(i - HISTORY_STEPS, i))
+    hist_mask = np.array([j >= 0 for j in hist_idx])
+    history = np.zeros((HISTORY_STEPS, 3))
+    if hist_mask.any():
+        history[hist_mask] = _pose_rows(frame, [poses[j] for j in hist_idx if j >= 0])
+    future = _pose_rows(frame, poses[i + 1 : i + 1 + FUTURE_STEPS])
+    status, smask = canbus.status(sample["timestamp"])
+    if not smask[:5].any():  # no CAN bus pose message: backward differences of ego poses
+        steer, steer_ok = status[5], smask[5]
+        prev = [poses[j] if j >= 0 else None for j in (i, i - 1, i - 2)]
+        status, smask = _status_from_poses(frame, prev, [times[j] if j >= 0 else None for j in (i, i - 1, i - 2)])
+        status[5], smask[5] = steer, steer_ok
+    agents, fut, fmask = _agents(nusc, helper, sample, frame, radius, counts)
+    inputs = PlanningInputs(
+        sample_id=sample["token"],
+        scene_id=scene["name"],
+        ego_history=history.astype(np.float32),
+        ego_history_mask=hist_mask,
+        ego_status=status.astype(np.float32),
+        ego_status_mask=smask,
+        command=command_from_future(future),
+        agents=agents,
+        map=maps.polylines(location, poses[i]) if maps is not None else MapPolylines.empty(),
+        cameras=_cameras(nusc, sample, poses[i], counts),
+    )
+    targets = PlanningTargets(future.astype(np.float32), np.ones(FUTURE_STEPS, bool), fut, fmask)
+    return PlanningSample(SOURCE, location, times[i] - times[0], inputs, targets)
+
+
+def build(args: argparse.Namespace) -> int:
+    """``dsdrive build --source nuscenes``: build, save with :func:`dsdrive.dataset.save_samples`,
+    write ``build_report.json`` and print a summary. Returns 0 ok, 1 nothing built, 2 bad input."""
+    from dsdrive.dataset import save_samples
+
+    t0 = time.perf_counter()
+    if not args.input:
+        print("dsdrive build --source nuscenes: --input DATAROOT is required (folder with v1.0-mini/, samples/, maps/)", file=sys.stderr)
+        return 2
+    step = getattr(args, "keyframe_step", None) or 1
+    try:
+        samples, report = build_samples(
+            args.input,
+            version=getattr(args, "version", "v1.0-mini"),
+            radius=getattr(args, "radius", 50.0),
+            keyframe_step=step,
+            map_roi=tuple(getattr(args, "map_roi", (50.0, 30.0))),
+            strict=getattr(args, "strict", False),
+            progress=not getattr(args, "no_progress", False),
+        )
+    except FileNotFoundError as exc:
+        print(f"dsdrive build: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dsdrive build: {exc}", file=sys.stderr)
+        return 1
+    commands = Counter(s.inputs.command for s in samples)
+    print(f"nuscenes {args.input} ({report['scenes']} scenes, {report['keyframes']} keyframes) -> {len(samples)} samples; commands {dict(commands)}")
+    for reason, n in sorted(report["counts"].items()):
+        print(f"  {reason}: {n}")
+    if not samples:
+        print(f"dsdrive build: no samples built; nothing written to {args.out}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_samples(samples, out)
+    report.update(source=SOURCE, input=str(args.input), out=str(out.resolve()), commands=dict(commands), seconds=time.perf_counter() - t0)
+    import json
+
+    (out / "build_report.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out} in {report['seconds']:.1f} s")
+    return 0
