@@ -1,0 +1,58 @@
+"""Planner names -> planner classes, for command lines (``eval/open_loop.py --planner NAME``).
+
+Each entry names a module and a class, imported only when asked for (the student pulls in
+transformers). A class that needs trained weights exposes ``load(checkpoint_dir, **kw)``;
+the others are built with ``Class(**kw)``. To add a planner, add one line to
+:data:`PLANNERS` (the student will be ``"student"``, loaded with ``--checkpoint DIR``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from dsdrive.planners.base import Planner
+
+PLANNERS: dict[str, tuple[str, str, bool]] = {
+    # name: (module, class, needs a checkpoint)
+    "constant_velocity": ("dsdrive.planners.constant_velocity", "ConstantVelocityPlanner", False),
+    "constant_turn_rate": ("dsdrive.planners.constant_velocity", "ConstantTurnRatePlanner", False),
+    "ego_mlp": ("dsdrive.planners.ego_mlp", "EgoMLPPlanner", True),
+    "student": ("dsdrive.planners.student", "StudentPlanner", True),
+}
+
+
+def planner_names() -> list[str]:
+    """Names accepted by :func:`load_planner`."""
+    return list(PLANNERS)
+
+
+def needs_checkpoint(name: str) -> bool:
+    """Whether planner ``name`` is loaded from a checkpoint folder.
+
+    Raises:
+        KeyError: unknown name (lists the known ones).
+    """
+    if name not in PLANNERS:
+        raise KeyError(f"unknown planner {name!r}; known planners: {', '.join(PLANNERS)}")
+    return PLANNERS[name][2]
+
+
+def load_planner(name: str, checkpoint: str | Path | None = None, **kw) -> Planner:
+    """Build planner ``name``; ``checkpoint`` is the weights folder for trained planners.
+
+    Raises:
+        KeyError: unknown name.
+        ValueError: a trained planner without ``checkpoint``, or a checkpoint given to a
+            planner that takes none.
+    """
+    with_checkpoint = needs_checkpoint(name)
+    module_name, class_name, _ = PLANNERS[name]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if with_checkpoint:
+        if checkpoint is None:
+            raise ValueError(f"planner {name!r} needs --checkpoint DIR (a folder written by its training script)")
+        return cls.load(checkpoint, **kw)
+    if checkpoint is not None:
+        raise ValueError(f"planner {name!r} takes no checkpoint (got {checkpoint})")
+    return cls(**kw)

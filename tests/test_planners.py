@@ -1,0 +1,112 @@
+"""Baseline planners: constant velocity / turn rate, the ego-status MLP, and the name registry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers_open_loop import make_sample, straight_line
+
+from dsdrive.dataset import save_samples
+from dsdrive.metrics.synthetic import arc_trajectory, random_samples
+from dsdrive.planners.constant_velocity import ConstantTurnRatePlanner, ConstantVelocityPlanner
+from dsdrive.planners.ego_mlp import FEATURE_DIM, EgoMLPConfig, EgoMLPPlanner, ego_features, train_ego_mlp, train_ego_mlp_on_split
+from dsdrive.planners.registry import load_planner, needs_checkpoint, planner_names
+from dsdrive.splits import DEFAULT_VAL_SCENES
+from dsdrive.types import FUTURE_STEPS
+
+
+def test_constant_velocity_from_ego_status():
+    s = make_sample(straight_line(1.0), ego_status=[4.0, 1.0, 0, 0, 0.3, 0])
+    traj = ConstantVelocityPlanner().compute_trajectory(s.inputs)
+    t = 0.5 * np.arange(1, 7)
+    np.testing.assert_allclose(traj[:, 0], 4.0 * t, atol=1e-6)
+    np.testing.assert_allclose(traj[:, 1], 1.0 * t, atol=1e-6)
+    np.testing.assert_allclose(traj[:, 2], math.atan2(1.0, 4.0), atol=1e-6)  # the yaw rate is ignored
+
+
+def test_constant_velocity_falls_back_to_history_then_zero():
+    hist = np.array([[-8, 0, 0], [-6, 0, 0], [-4, 0, 0], [-1.5, -0.5, 0]], np.float32)
+    s = make_sample(straight_line(1.0), ego_status=[np.nan] * 6, ego_status_mask=[False] * 6, ego_history=hist)
+    traj = ConstantVelocityPlanner().compute_trajectory(s.inputs)
+    np.testing.assert_allclose(traj[0, :2], [1.5, 0.5], atol=1e-6)  # (0 - (-1.5, -0.5)) / 0.5 s * 0.5 s
+    s.inputs.ego_history_mask[:] = False
+    assert not ConstantVelocityPlanner().compute_trajectory(s.inputs).any()
+
+
+def test_constant_turn_rate_follows_the_arc():
+    speed, yaw_rate = 8.0, 0.2
+    s = make_sample(straight_line(1.0), ego_status=[speed, 0, 0, 0, yaw_rate, 0])
+    traj = ConstantTurnRatePlanner().compute_trajectory(s.inputs)
+    np.testing.assert_allclose(traj, arc_trajectory(speed, yaw_rate, 0.5 * np.arange(1, 7)), atol=1e-5)
+    s.inputs.ego_status[4] = 0.0
+    np.testing.assert_allclose(ConstantTurnRatePlanner().compute_trajectory(s.inputs), ConstantVelocityPlanner().compute_trajectory(s.inputs), atol=1e-6)
+
+
+def test_ego_features_zero_masked_fields_and_encode_command():
+    s = make_sample(straight_line(2.0), ego_status=[3.0, 0.1, np.nan, 0, 0, 0], ego_status_mask=[True, True, False, True, True, False], command="RIGHT")
+    f = ego_features(s.inputs)
+    assert f.shape == (FEATURE_DIM,) and np.isfinite(f).all()
+    assert f[2] == 0.0 and f[6 + 2] == 0.0 and f[6] == 1.0
+    np.testing.assert_array_equal(f[-3:], [0.0, 1.0, 0.0])  # COMMANDS = LEFT, RIGHT, STRAIGHT
+    s.inputs.command = "UTURN"
+    with pytest.raises(ValueError, match="UTURN"):
+        ego_features(s.inputs)
+
+
+SMALL = dict(hidden_dim=32, epochs=30, batch_size=16)
+
+
+def test_ego_mlp_training_is_deterministic_and_fits():
+    samples = random_samples(96, seed=2)
+    a = train_ego_mlp(samples, EgoMLPConfig(**SMALL), progress=False)
+    b = train_ego_mlp(samples, EgoMLPConfig(**SMALL), progress=False)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    gt = np.stack([s.targets.ego_future for s in samples])
+    fitted = np.abs(a.compute_trajectories([s.inputs for s in samples]) - gt).mean()
+    torch.manual_seed(0)
+    untrained = EgoMLPPlanner(type(a.model)(EgoMLPConfig(**SMALL)), EgoMLPConfig(**SMALL))
+    assert fitted < 0.5 * np.abs(untrained.compute_trajectories([s.inputs for s in samples]) - gt).mean()
+    assert a.config.num_train_samples == 96 and a.config.final_train_loss is not None
+    c = train_ego_mlp(samples, EgoMLPConfig(**SMALL, seed=1), progress=False)
+    assert not torch.equal(c.model.net[0].weight, a.model.net[0].weight)
+
+
+def test_ego_mlp_save_load_round_trip(tmp_path):
+    samples = random_samples(32, seed=3)
+    planner = train_ego_mlp(samples, EgoMLPConfig(**SMALL), progress=False)
+    planner.save(tmp_path / "ckpt")
+    loaded = load_planner("ego_mlp", tmp_path / "ckpt")
+    inputs = [s.inputs for s in samples]
+    np.testing.assert_array_equal(loaded.compute_trajectories(inputs), planner.compute_trajectories(inputs))
+    assert loaded.compute_trajectory(inputs[0]).shape == (FUTURE_STEPS, 3)
+    assert loaded.config == planner.config
+    (tmp_path / "ckpt" / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        EgoMLPPlanner.load(tmp_path / "ckpt")
+
+
+def test_ego_mlp_trains_on_training_scenes_only(tmp_path):
+    samples = random_samples(60, seed=4, num_scenes=4)
+    names = ["scene-a", DEFAULT_VAL_SCENES[0], "scene-b", DEFAULT_VAL_SCENES[1]]
+    for s in samples:
+        s.inputs.scene_id = names[int(s.inputs.scene_id.rsplit("-", 1)[1])]
+    save_samples(samples, tmp_path / "data")
+    planner = train_ego_mlp_on_split(tmp_path / "data", EgoMLPConfig(**SMALL), progress=False)
+    assert planner.config.trained_on_scenes == ["scene-a", "scene-b"]
+    assert planner.config.num_train_samples == 30
+
+
+def test_registry():
+    assert {"constant_velocity", "constant_turn_rate", "ego_mlp"} <= set(planner_names())
+    assert isinstance(load_planner("constant_velocity"), ConstantVelocityPlanner)
+    assert needs_checkpoint("ego_mlp") and not needs_checkpoint("constant_velocity")
+    with pytest.raises(ValueError, match="--checkpoint"):
+        load_planner("ego_mlp")
+    with pytest.raises(ValueError, match="takes no checkpoint"):
+        load_planner("constant_velocity", "/tmp/x")
+    with pytest.raises(KeyError, match="known planners"):
+        load_planner("nonexistent")
