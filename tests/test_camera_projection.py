@@ -16,14 +16,13 @@ same scene brings them within 1.5 px (the rest is the ego's pitch change over th
 
 from __future__ import annotations
 
-import importlib.util
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dsdrive.camera import box3d_corners, box_iou_2d, project_boxes_to_camera, project_points
+from dsdrive.safe_pickle import load_pickle
 from dsdrive.types import CAMERA_NAMES
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -35,24 +34,9 @@ IMAGE_SIZE = (1600, 900)
 pytestmark = pytest.mark.skipif(not INFO.exists(), reason=f"real nuScenes sample absent: {INFO}")
 
 
-def _load_pickle(path: Path):
-    """The restricted unpickler when it admits the file, else plain pickle: these are the
-    project's trusted, read-only shared files (the mmdet3d info pickle uses protocol-2 bytes
-    through ``_codecs.encode``, which the restricted unpickler may refuse)."""
-    if importlib.util.find_spec("dsdrive.safe_pickle") is not None:
-        from dsdrive import safe_pickle
-
-        try:
-            return safe_pickle.load_pickle(path)
-        except safe_pickle.UnsafePickleError:
-            pass
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
 @pytest.fixture(scope="module")
 def info() -> dict:
-    return _load_pickle(INFO)["data_list"][0]
+    return load_pickle(INFO)["data_list"][0]
 
 
 def _lidar_boxes(info: dict) -> np.ndarray:
@@ -145,7 +129,7 @@ def test_static_rig_vs_lidar2cam_and_motion_compensation(info):
     ego2global = np.array(info["ego2global"])
     velocity_global = None
     if SCENARIONET_0061.exists():
-        track = _load_pickle(SCENARIONET_0061)["tracks"]["ego"]["state"]
+        track = load_pickle(SCENARIONET_0061)["tracks"]["ego"]["state"]
         velocity_global = np.array([*track["velocity"][0][:2], 0.0])
     for cam in CAMERA_NAMES:
         c = info["images"][cam]

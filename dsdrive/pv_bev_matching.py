@@ -1,0 +1,219 @@
+"""PV -> BEV alignment of VLM-named objects (RSD, arXiv 2511.14499) and the Diff_Risk check.
+
+A VLM names objects in the perspective view (PV): a camera + a 2D box in that image's pixels
+(:class:`dsdrive.annotation.KeyObject` / :class:`AgentRisk`). RSD supervises its BEV RiskHead
+with per-object risk, so each named object must be tied to a ground-truth agent of the sample.
+RSD projects PV detections to BEV and matches by nearest neighbour; with ground-truth 3D boxes
+and calibration we do it the other way round, exactly:
+
+1. project every agent box (ego frame) into the named camera with
+   :func:`dsdrive.camera.project_boxes_to_camera` (near-plane clipping, >= 25 % of the
+   silhouette inside the image = visible);
+2. **IoU match**: pairs (object, visible agent) with IoU >= :data:`IOU_THRESHOLD` (0.3), taken
+   greedily by IoU, one agent per object and one object per agent and camera (an agent
+   seen by two cameras may be named once in each);
+3. **centre fallback** for the objects left: the visible, still free agent whose projected box
+   centre is nearest to the object's box centre, if that distance is <=
+   :data:`CENTRE_FRACTION` (0.5) x the diagonal of the object's box;
+4. everything else is **unmatched** and counted by reason (no camera/box, unknown camera, no
+   visible agent, too far).
+
+Diff_Risk: RSD reports annotation consistency as "Diff_Risk" but gives no formula (checked
+against the paper: ``shared/research/papers.md`` records "formula not found"). :func:`diff_risk` defines it here,
+between two risk annotations of the same samples, on matched agent ids:
+
+* ``mae``: mean over samples of the mean |r_a - r_b| over the agents either annotation rates,
+  a missing rating counting as 0 (so "one says 0.8, the other ignores it" costs 0.8);
+* ``kendall_tau``: mean over samples (with >= 2 agents rated by both) of Kendall's tau-b
+  between the two risk vectors on the agents both rate;
+* ``top1_agreement``: share of samples (both non-empty) whose rank-1 agent is the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from dsdrive.annotation import Annotation
+from dsdrive.camera import box_iou_2d, project_boxes_to_camera
+from dsdrive.types import PlanningSample
+
+IOU_THRESHOLD = 0.3
+"""Minimum 2D IoU between a named box and a projected agent box for an IoU match."""
+CENTRE_FRACTION = 0.5
+"""Centre fallback radius as a fraction of the named box's diagonal (pixels / pixels)."""
+
+
+@dataclass
+class MatchStats:
+    """Counts of a matching run; ``unmatched`` maps reason -> count."""
+
+    objects: int = 0
+    matched_iou: int = 0
+    matched_centre: int = 0
+    unmatched: Counter = field(default_factory=Counter)
+
+    @property
+    def matched(self) -> int:
+        return self.matched_iou + self.matched_centre
+
+    def add(self, other: "MatchStats") -> None:
+        self.objects += other.objects
+        self.matched_iou += other.matched_iou
+        self.matched_centre += other.matched_centre
+        self.unmatched.update(other.unmatched)
+
+    def summary(self) -> dict:
+        return {
+            "objects": self.objects, "matched": self.matched, "matched_iou": self.matched_iou,
+            "matched_centre": self.matched_centre, "unmatched": dict(self.unmatched),
+        }
+
+
+def _image_size(sample: PlanningSample, camera: str, cache: dict) -> tuple[int, int]:
+    if camera not in cache:
+        cam = next(c for c in sample.inputs.cameras if c.name == camera)
+        with Image.open(cam.image_path) as im:
+            cache[camera] = im.size
+    return cache[camera]
+
+
+def match_objects(
+    sample: PlanningSample,
+    objects: list[tuple[str | None, tuple[float, float, float, float] | None]],
+    iou_threshold: float = IOU_THRESHOLD,
+    centre_fraction: float = CENTRE_FRACTION,
+    image_sizes: dict[str, tuple[int, int]] | None = None,
+) -> tuple[list[str | None], list[str], MatchStats]:
+    """Match PV objects (camera, 2D box) to the sample's agents (see the module docstring).
+
+    Args:
+        sample: the sample; agents' boxes in the ego frame (x forward, y left, z up, metres),
+            cameras with ``intrinsics`` and ``cam2ego``.
+        objects: ``(camera, (x1, y1, x2, y2) pixels of the original image)`` per object.
+        iou_threshold, centre_fraction: see :data:`IOU_THRESHOLD`, :data:`CENTRE_FRACTION`.
+        image_sizes: camera -> (W, H) pixels; read from the image files when absent.
+
+    Returns:
+        ``agent_ids`` (one per object, None = unmatched), ``methods`` (``iou`` / ``centre`` /
+        the unmatched reason) and the :class:`MatchStats`.
+    """
+    sizes = dict(image_sizes or {})
+    cams = {c.name: c for c in sample.inputs.cameras}
+    boxes = np.asarray(sample.inputs.agents.boxes, dtype=np.float64).reshape(-1, 7)
+    ids: list[str | None] = [None] * len(objects)
+    methods = [""] * len(objects)
+    stats = MatchStats(objects=len(objects))
+    taken: set[tuple[str, int]] = set()  # (camera, agent index)
+    proj: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pairs = []  # (iou, object index, agent index)
+    for k, (camera, box) in enumerate(objects):
+        if camera is None or box is None:
+            methods[k] = "no camera/box"
+        elif camera not in cams:
+            methods[k] = "unknown camera"
+        else:
+            if camera not in proj:
+                c = cams[camera]
+                proj[camera] = project_boxes_to_camera(boxes, c.cam2ego, c.intrinsics, _image_size(sample, camera, sizes))
+            b2d, vis = proj[camera]
+            if not vis.any():
+                methods[k] = "no visible agent"
+                continue
+            iou = box_iou_2d(np.asarray(box, dtype=np.float64)[None], np.nan_to_num(b2d))[0]
+            for j in np.flatnonzero(vis & (iou >= iou_threshold)):
+                pairs.append((float(iou[j]), k, int(j)))
+    for _, k, j in sorted(pairs, reverse=True):
+        if ids[k] is None and (objects[k][0], j) not in taken:
+            ids[k], methods[k] = sample.inputs.agents.ids[j], "iou"
+            taken.add((objects[k][0], j))
+            stats.matched_iou += 1
+    for k, (camera, box) in enumerate(objects):
+        if ids[k] is not None or methods[k]:
+            continue
+        b2d, vis = proj[camera]
+        free = np.array([vis[j] and (camera, j) not in taken for j in range(len(vis))], dtype=bool)
+        x1, y1, x2, y2 = box
+        centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        dist = np.hypot((b2d[:, 0] + b2d[:, 2]) / 2 - centre[0], (b2d[:, 1] + b2d[:, 3]) / 2 - centre[1])
+        dist = np.where(free, np.nan_to_num(dist, nan=np.inf), np.inf)
+        j = int(np.argmin(dist)) if len(dist) else -1
+        if j >= 0 and dist[j] <= centre_fraction * np.hypot(x2 - x1, y2 - y1):
+            ids[k], methods[k] = sample.inputs.agents.ids[j], "centre"
+            taken.add((camera, j))
+            stats.matched_centre += 1
+        else:
+            methods[k] = "too far" if free.any() else "no visible agent"
+    for k in range(len(objects)):
+        if ids[k] is None:
+            stats.unmatched[methods[k]] += 1
+    return ids, methods, stats
+
+
+def align_annotation(annotation: Annotation, sample: PlanningSample, **kwargs) -> tuple[Annotation, MatchStats]:
+    """Fill ``agent_id`` of an annotation's camera-named risks and key objects by PV -> BEV matching.
+
+    Entries that already carry an ``agent_id`` (BEV prompts) are kept as they are and not counted.
+    Risks and key objects are matched separately (each list one-to-one); ``kwargs`` go to
+    :func:`match_objects`. Returns a new annotation and the summed statistics.
+    """
+    stats = MatchStats()
+    update = {}
+    for name in ("risks", "key_objects"):
+        items = list(getattr(annotation, name))
+        todo = [i for i, it in enumerate(items) if it.agent_id is None]
+        ids, _, st = match_objects(sample, [(items[i].camera, items[i].box_2d) for i in todo], **kwargs)
+        stats.add(st)
+        for i, aid in zip(todo, ids):
+            if aid is not None:
+                j = sample.inputs.agents.ids.index(aid)
+                extra = {"position": tuple(float(v) for v in sample.inputs.agents.boxes[j, :2])} if name == "key_objects" else {}
+                items[i] = items[i].model_copy(update={"agent_id": aid, **extra})
+        update[name] = items
+    return annotation.model_copy(update=update), stats
+
+
+def _agent_risks(a: Annotation) -> dict[str, float]:
+    return {r.agent_id: r.risk for r in a.risks if r.agent_id is not None}
+
+
+def diff_risk(first: list[Annotation], second: list[Annotation]) -> dict:
+    """Diff_Risk between two risk annotations of the same samples (definition: module docstring).
+
+    Args:
+        first, second: annotations with ``risks[*].agent_id`` filled (e.g. by
+            :func:`align_annotation`); paired by ``sample_id``, samples in only one are ignored.
+
+    Returns:
+        ``{"samples", "mae", "kendall_tau", "kendall_samples", "top1_agreement", "top1_samples"}``;
+        a statistic with no sample to average is ``None``.
+    """
+    from scipy.stats import kendalltau
+
+    b_by_id = {a.sample_id: a for a in second}
+    maes, taus, top1 = [], [], []
+    for a in first:
+        b = b_by_id.get(a.sample_id)
+        if b is None:
+            continue
+        ra, rb = _agent_risks(a), _agent_risks(b)
+        union = sorted(set(ra) | set(rb))
+        if union:
+            maes.append(float(np.mean([abs(ra.get(k, 0.0) - rb.get(k, 0.0)) for k in union])))
+        both = sorted(set(ra) & set(rb))
+        if len(both) >= 2:
+            tau = kendalltau([ra[k] for k in both], [rb[k] for k in both]).statistic
+            if np.isfinite(tau):
+                taus.append(float(tau))
+        if ra and rb:
+            top_a = min((r for r in a.risks if r.agent_id), key=lambda r: r.rank).agent_id
+            top_b = min((r for r in b.risks if r.agent_id), key=lambda r: r.rank).agent_id
+            top1.append(top_a == top_b)
+    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+    return {
+        "samples": len(maes), "mae": mean(maes), "kendall_tau": mean(taus), "kendall_samples": len(taus),
+        "top1_agreement": mean(top1), "top1_samples": len(top1),
+    }

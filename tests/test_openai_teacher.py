@@ -1,0 +1,108 @@
+"""OpenAITeacher against a local OpenAI-compatible HTTP server (tests/helpers_vlm.FakeChatServer).
+
+Covers: valid answers, invalid -> valid on the re-ask, invalid twice -> failure with raw text,
+429 and 500 retried to success, the API key sent to the server but found in no output, log
+or failure record, and BEV images for camera-less samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from dsdrive.annotation import Annotation, AnnotationFailure
+from dsdrive.teachers.openai_api import OpenAITeacher, read_api_key
+from dsdrive.types import Agents, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
+from helpers_vlm import NUSCENES_INFO, FakeChatServer, nuscenes_sample_0061
+
+SECRET = "sk-test-DO-NOT-LEAK-4f2a9c"
+
+
+def bev_sample(sample_id: str, n_agents: int = 3) -> PlanningSample:
+    """A camera-less sample with a few agents ahead (ego frame, metres)."""
+    boxes = np.array([[8.0 + 5 * i, (-1) ** i * 2.0, 0.8, 4.5, 1.9, 1.6, 0.0] for i in range(n_agents)], np.float32)
+    agents = Agents([f"a{i}" for i in range(n_agents)], ["VEHICLE"] * n_agents, boxes, np.zeros((n_agents, 2), np.float32))
+    inputs = PlanningInputs(
+        sample_id=sample_id, scene_id="synthetic", ego_history=np.zeros((4, 3), np.float32), ego_history_mask=np.ones(4, bool),
+        ego_status=np.array([5.0, 0, 0, 0, 0, 0], np.float32), ego_status_mask=np.array([1, 1, 0, 0, 0, 0], bool),
+        command="STRAIGHT", agents=agents, map=MapPolylines.empty(),
+    )
+    fut = np.stack([np.arange(1, 7) * 2.5, np.zeros(6), np.zeros(6)], 1).astype(np.float32)
+    targets = PlanningTargets(fut, np.ones(6, bool), np.zeros((n_agents, 12, 3), np.float32), np.ones((n_agents, 12), bool))
+    return PlanningSample("metadrive", "synthetic", 0.0, inputs, targets)
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("DSDRIVE_API_KEY", SECRET)
+    return SECRET
+
+
+def test_modes_retries_reask_and_key_never_leaks(api_key, caplog, capsys):
+    modes = {"ok": "valid", "fix": "invalid_then_valid", "bad": "invalid", "rate": "429_then_valid", "boom": "500_then_valid"}
+    samples = [bev_sample(s) for s in modes]
+    caplog.set_level(logging.DEBUG)
+    with FakeChatServer(modes) as srv:
+        teacher = OpenAITeacher("fake-vlm", base_url=srv.base_url, concurrency=3, max_retries=3, timeout=10, backoff_s=0.01)
+        results = teacher.annotate(samples)
+        teacher.close()
+    by_id = {r.sample_id: r for r in results}
+    assert [r.sample_id for r in results] == list(modes)  # in order
+    for sid in ("ok", "fix", "rate", "boom"):
+        ann = by_id[sid]
+        assert isinstance(ann, Annotation), ann
+        assert ann.teacher == "openai:fake-vlm" and ann.prompt_version == "teacher/dsdrive_cot_v1@v1"
+        assert ann.key_objects[0].agent_id in {"a0", "a1", "a2"} and ann.key_objects[0].position is not None
+        assert ann.meta_action.behaviour == "MOVE FORWARD" and len(ann.waypoints) == 6
+    bad = by_id["bad"]
+    assert isinstance(bad, AnnotationFailure) and "after one re-ask" in bad.reason
+    assert bad.raw_text.count("I think the car should slow down.") == 2
+    calls = {sid: [(n, st) for s, n, _, st in srv.requests if s == sid] for sid in modes}
+    assert calls["ok"] == [(2, 200)]
+    assert calls["fix"] == [(2, 200), (4, 200)]  # system+user, then + assistant + re-ask
+    assert calls["bad"] == [(2, 200), (4, 200)]
+    assert calls["rate"] == [(2, 429), (2, 200)] and calls["boom"] == [(2, 500), (2, 200)]
+    # the key did reach the server, and nothing else
+    assert all(auth == f"Bearer {SECRET}" for *_, auth, _ in srv.requests)
+    assert teacher.usage.requests == 7 and teacher.usage.tokens_in > 0 and teacher.usage.tokens_out > 0
+    dumped = json.dumps([r.model_dump() for r in results]) + caplog.text + "".join(capsys.readouterr())
+    assert "retrying" in caplog.text  # the retries were logged ...
+    assert SECRET not in dumped  # ... without the key
+
+
+def test_failed_request_is_recorded_redacted(api_key):
+    with FakeChatServer({"x": "500_then_valid"}) as srv:
+        teacher = OpenAITeacher("fake-vlm", base_url=srv.base_url, max_retries=0, backoff_s=0.01)
+        (res,) = teacher.annotate([bev_sample("x")])
+    assert isinstance(res, AnnotationFailure) and "request failed" in res.reason and "500" in res.reason
+    assert SECRET not in res.model_dump_json()
+
+
+def test_risk_prompt_on_real_cameras(api_key):
+    if not NUSCENES_INFO.exists():
+        pytest.skip(f"real nuScenes sample absent: {NUSCENES_INFO}")
+    sample = nuscenes_sample_0061()
+    with FakeChatServer() as srv:
+        teacher = OpenAITeacher("fake-vlm", base_url=srv.base_url, prompt="risk_v1", backoff_s=0.01)
+        (ann,) = teacher.annotate([sample])
+    assert isinstance(ann, Annotation), ann
+    assert ann.prompt_version == "teacher/risk_v1@v1"
+    assert [r.rank for r in ann.risks] == [1, 2, 3] and ann.risks[0].risk >= ann.risks[1].risk
+    cam = ann.risks[0]
+    assert cam.camera == "CAM_FRONT"  # box sent at 40-60 % of the image -> rescaled to 1600x900 pixels
+    np.testing.assert_allclose(cam.box_2d, [640, 360, 960, 540], atol=1e-6)
+
+
+def test_key_from_environment_only(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("DSDRIVE_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY or DSDRIVE_API_KEY"):
+        read_api_key(None)
+    assert read_api_key("http://127.0.0.1:1/v1") == "EMPTY"
+    monkeypatch.setenv("OPENAI_API_KEY", "k1")
+    monkeypatch.setenv("DSDRIVE_API_KEY", "k2")
+    assert read_api_key(None) == "k1"
