@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--concurrency", type=int, default=None, help="parallel requests (openai)")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (openai)")
     g.add_argument("--max-pixels", type=int, default=None, help="image resize budget (qwen-vl)")
+    g.add_argument("--min-pixels", type=int, default=None, help="smallest image resize budget (qwen-vl)")
     g.add_argument("--load-in-4bit", action="store_true", default=None, help="bitsandbytes 4-bit weights (qwen-vl)")
+    g.add_argument("--load-in-8bit", action="store_true", default=None, help="bitsandbytes 8-bit weights (qwen-vl)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap (qwen-vl)")
+    g.add_argument("--max-tokens", type=int, default=None, help="answer length cap (openai)")
+    g.add_argument("--max-retries", type=int, default=None, help="retries on 429/5xx/timeouts (openai)")
+    g.add_argument("--timeout", type=float, default=None, help="request timeout in seconds (openai)")
     g.add_argument("--hindsight", action="store_true", default=None, help="show the teacher the ground-truth future")
     return p
 

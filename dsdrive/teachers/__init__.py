@@ -17,7 +17,10 @@ TEACHERS = {
     "openai": ("dsdrive.teachers.openai_api", "OpenAITeacher"),
 }
 """Teacher name -> (module, class)."""
-OPTION_KEYS = ("model", "prompt", "batch_size", "concurrency", "base_url", "max_pixels", "load_in_4bit", "hindsight")
+OPTION_KEYS = (
+    "model", "prompt", "batch_size", "concurrency", "base_url", "max_pixels", "min_pixels", "load_in_4bit",
+    "load_in_8bit", "hindsight", "max_new_tokens", "max_tokens", "max_retries", "timeout",
+)
 """``dsdrive annotate`` options handed to a teacher's constructor when it takes them."""
 
 
