@@ -58,6 +58,10 @@ def select_scenes(scene_ids: list[str], spec: str, val_scenes: tuple[str, ...] |
 def plan_samples(planner: Planner, samples: list[PlanningSample], batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Run ``planner`` on the samples' inputs (never their targets), in batches.
 
+    A planner marked ``privileged = True`` (the DistillDrive planning teacher, which reads
+    ground-truth agent futures) is given the whole samples through
+    ``compute_trajectories_privileged``; its results are flagged ``"privileged"``.
+
     Returns:
         (B, 6, 3) float32 ego-frame waypoints.
 
@@ -69,7 +73,10 @@ def plan_samples(planner: Planner, samples: list[PlanningSample], batch_size: in
     out = np.zeros((len(samples), FUTURE_STEPS, 3), np.float32)
     for start in tqdm(range(0, len(samples), batch_size), desc=f"plan {planner.name}", disable=not progress):
         chunk = samples[start : start + batch_size]
-        traj = np.asarray(planner.compute_trajectories([s.inputs for s in chunk]), np.float32)
+        if getattr(planner, "privileged", False):  # e.g. the DistillDrive planning teacher: reads GT agent futures
+            traj = np.asarray(planner.compute_trajectories_privileged(chunk), np.float32)
+        else:
+            traj = np.asarray(planner.compute_trajectories([s.inputs for s in chunk]), np.float32)
         if traj.shape != (len(chunk), FUTURE_STEPS, 3):
             raise ValueError(f"planner {planner.name}: returned {traj.shape}, expected ({len(chunk)}, {FUTURE_STEPS}, 3)")
         bad = ~np.isfinite(traj).all(axis=(1, 2))
@@ -95,6 +102,7 @@ def evaluate_planner(planner: Planner, samples: list[PlanningSample], batch_size
     per_sample = evaluate_trajectories(pred, scored)
     return {
         "num_evaluated": len(scored),
+        "privileged": bool(getattr(planner, "privileged", False)),
         "num_skipped_incomplete_future": int((~keep).sum()),
         "plan_seconds": round(seconds, 4),
         "metrics": summarize_by_command(per_sample),

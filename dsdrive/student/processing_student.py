@@ -1,0 +1,253 @@
+"""Processor of the student: PlanningInputs/PlanningSample -> padded tensor batches.
+
+* :class:`SceneFeaturizer` reads :class:`dsdrive.types.PlanningInputs` ONLY (a dataset row, a
+  simulator state or a detector's output) and returns numpy scene features in the ego frame.
+* :class:`StudentProcessor` adds the text prompt (:func:`dsdrive.reasoning.render_student_prompt`,
+  inputs only) and, for training samples, targets read only from ``PlanningSample.targets`` and
+  the annotation: ego_future (6, 3) + mask, reasoning ids (teacher chain-of-thought via
+  :func:`dsdrive.reasoning.render_reasoning`, then eos), the BEV risk target
+  (:func:`dsdrive.student.bev.rasterize_risk` of ``Annotation.risks``) and the meta-action class.
+* :meth:`StudentProcessor.collate` (also :class:`StudentDataCollator`) pads to the batch maximum.
+
+Batch keys and shapes (B samples, N agents, M polylines, P prompt, R reasoning tokens, at least 1
+each so no tensor is empty): agents (B, N, 9) float, agent_types (B, N) long, agents_mask (B, N)
+bool, map_points (B, M, 20, 2), map_types (B, M), map_mask (B, M), ego (B, 28), command (B,),
+prompt_ids (B, P), prompt_mask (B, P); targets: ego_future (B, 6, 3), ego_future_mask (B, 6),
+reasoning_ids (B, R), reasoning_mask (B, R), risk_target (B, H, W), risk_valid (B,), meta_action (B,) (-100 = none).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dsdrive.annotation import Annotation
+from dsdrive.student.bev import BevGrid, rasterize_risk
+from dsdrive.student.configuration_student import StudentConfig
+from dsdrive.types import AGENT_TYPES, COMMANDS, MAP_POINTS, MAP_TYPES, PlanningInputs, PlanningSample
+
+PROCESSOR_FILE = "processor_config.json"
+TARGET_KEYS = ("ego_future", "ego_future_mask", "reasoning_ids", "reasoning_mask", "risk_target", "risk_valid", "meta_action")
+
+
+class SceneFeaturizer:
+    """PlanningInputs -> numpy scene features (ego frame, metres); caps and grid from a StudentConfig.
+
+    Keeps the ``max_agents`` agents nearest to the ego (centre distance) and the ``max_map``
+    polylines nearest to it (closest point); agent types outside :data:`AGENT_TYPES` count as OTHER.
+    """
+
+    def __init__(self, config: StudentConfig):
+        self.max_agents, self.max_map = config.max_agents, config.max_map
+        self.grid = BevGrid.from_config(config)
+
+    def __call__(self, inputs: PlanningInputs) -> dict:
+        """Features of one PlanningInputs: agents (n, 9), agent_types (n,), map_points (m, 20, 2),
+        map_types (m,), ego (28,), command () — see :mod:`dsdrive.student.scene_encoder`.
+
+        Raises:
+            TypeError: not PlanningInputs (e.g. a whole PlanningSample, which carries the future).
+            ValueError: unknown command or map type, naming the sample id and value.
+        """
+        if not isinstance(inputs, PlanningInputs):
+            raise TypeError(f"SceneFeaturizer takes PlanningInputs (no future), got {type(inputs).__name__}")
+        sid = inputs.sample_id
+        if inputs.command not in COMMANDS:
+            raise ValueError(f"sample {sid}: field 'command' = {inputs.command!r}, expected one of {COMMANDS}")
+        boxes = np.asarray(inputs.agents.boxes, np.float32).reshape(-1, 7)
+        vel = np.asarray(inputs.agents.velocities, np.float32).reshape(-1, 2)
+        keep = np.argsort(np.hypot(boxes[:, 0], boxes[:, 1]), kind="stable")[: self.max_agents]
+        agents = np.nan_to_num(np.concatenate([boxes, vel], 1)[keep])
+        atypes = np.array([AGENT_TYPES.index(t) if t in AGENT_TYPES else AGENT_TYPES.index("OTHER") for t in inputs.agents.types], np.int64)[keep]
+        pts = np.asarray(inputs.map.points, np.float32).reshape(-1, MAP_POINTS, 2)
+        bad = [t for t in inputs.map.types if t not in MAP_TYPES]
+        if bad:
+            raise ValueError(f"sample {sid}: field 'map_types' has {bad[0]!r}, expected one of {MAP_TYPES}")
+        mkeep = np.argsort(np.hypot(pts[..., 0], pts[..., 1]).min(-1), kind="stable")[: self.max_map] if len(pts) else np.zeros(0, np.int64)
+        mtypes = np.array([MAP_TYPES.index(t) for t in inputs.map.types], np.int64)[mkeep]
+        smask = np.asarray(inputs.ego_status_mask, bool)
+        status = np.where(smask, np.nan_to_num(np.asarray(inputs.ego_status, np.float32)), 0.0)
+        hmask = np.asarray(inputs.ego_history_mask, bool)
+        hist = np.where(hmask[:, None], np.nan_to_num(np.asarray(inputs.ego_history, np.float32)), 0.0)
+        ego = np.concatenate([status, smask, hist.reshape(-1), hmask]).astype(np.float32)
+        return {"agents": agents, "agent_types": atypes, "map_points": pts[mkeep], "map_types": mtypes, "ego": ego,
+                "command": np.int64(COMMANDS.index(inputs.command))}
+
+
+def _prompt_fn(inputs: PlanningInputs) -> str:
+    from dsdrive.reasoning import render_student_prompt
+
+    return render_student_prompt(inputs)
+
+
+def _reasoning_fn(annotation: dict) -> str:
+    from dsdrive.reasoning import render_reasoning
+
+    return render_reasoning(annotation)
+
+
+class StudentProcessor:
+    """Tokenizer + scene featurizer of the student (see the module docstring for batch keys).
+
+    Args:
+        tokenizer: a fast tokenizer with pad and eos tokens.
+        config: the StudentConfig (caps, BEV grid).
+        max_prompt_tokens / max_reasoning_tokens: truncation lengths (the prompt keeps its start;
+            reasoning truncated drops its eos).
+        prompt_fn / reasoning_fn: text renderers; default :mod:`dsdrive.reasoning`'s.
+        meta_action_from_future: without an annotation, label the meta-action from the
+            ground-truth future (:func:`dsdrive.meta_action.meta_action_from_trajectory`).
+    """
+
+    def __init__(self, tokenizer, config: StudentConfig, max_prompt_tokens: int = 256, max_reasoning_tokens: int = 256,
+                 prompt_fn: Callable[[PlanningInputs], str] | None = None, reasoning_fn: Callable[[dict], str] | None = None,
+                 meta_action_from_future: bool = True):
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("StudentProcessor: tokenizer needs pad_token and eos_token")
+        self.tokenizer, self.config = tokenizer, config
+        self.featurizer = SceneFeaturizer(config)
+        self.grid = self.featurizer.grid
+        self.max_prompt_tokens, self.max_reasoning_tokens = max_prompt_tokens, max_reasoning_tokens
+        self.prompt_fn = prompt_fn or _prompt_fn
+        self.reasoning_fn = reasoning_fn or _reasoning_fn
+        self.meta_action_from_future = meta_action_from_future
+
+    # ---------------------------------------------------------------- per item
+    def encode_inputs(self, inputs: PlanningInputs) -> dict:
+        """Scene features + prompt ids of one PlanningInputs (what :meth:`StudentModel.plan` needs)."""
+        feats = self.featurizer(inputs)
+        ids = self.tokenizer(self.prompt_fn(inputs), add_special_tokens=False)["input_ids"][: self.max_prompt_tokens]
+        feats["prompt_ids"] = np.asarray(ids, np.int64)
+        return feats
+
+    def encode_sample(self, sample: PlanningSample) -> dict:
+        """Inputs features plus targets of one training sample (targets from ``sample.targets`` and
+        ``sample.annotation`` only).
+
+        Raises:
+            pydantic.ValidationError: the annotation does not match :class:`Annotation`, with the sample id.
+        """
+        feats = self.encode_inputs(sample.inputs)
+        t = sample.targets
+        feats["ego_future"] = np.nan_to_num(np.asarray(t.ego_future, np.float32))
+        feats["ego_future_mask"] = np.asarray(t.ego_future_mask, bool)
+        feats["meta_action"] = np.int64(-100)
+        feats["risk_target"] = np.zeros((self.grid.height, self.grid.width), np.float32)
+        feats["risk_valid"] = False
+        feats["reasoning_ids"] = np.zeros(0, np.int64)
+        if sample.annotation:
+            ann = Annotation.model_validate(sample.annotation)
+            text = self.reasoning_fn(sample.annotation)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            feats["reasoning_ids"] = np.asarray(ids[: self.max_reasoning_tokens], np.int64)
+            risks = {r.agent_id: r.risk for r in ann.risks if r.agent_id is not None}
+            feats["risk_target"] = rasterize_risk(sample.inputs.agents, risks, self.grid)
+            feats["risk_valid"] = True
+            feats["meta_action"] = np.int64(ann.meta_action.index)
+        elif self.meta_action_from_future and bool(np.all(t.ego_future_mask)):
+            from dsdrive.meta_action import meta_action_from_trajectory
+
+            speed = sample.inputs.speed if bool(np.all(sample.inputs.ego_status_mask[:2])) else None
+            feats["meta_action"] = np.int64(meta_action_from_trajectory(t.ego_future, speed, sample.inputs.ego_history).index)
+        return feats
+
+    # ---------------------------------------------------------------- batching
+    def collate(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """Pad per-item feature dicts into a batch (targets included when every item has them)."""
+        b = len(items)
+        n = max(1, max(len(x["agents"]) for x in items))
+        m = max(1, max(len(x["map_points"]) for x in items))
+        p = max(1, max(len(x["prompt_ids"]) for x in items))
+        out = {
+            "agents": torch.zeros(b, n, 9), "agent_types": torch.zeros(b, n, dtype=torch.long), "agents_mask": torch.zeros(b, n, dtype=torch.bool),
+            "map_points": torch.zeros(b, m, MAP_POINTS, 2), "map_types": torch.zeros(b, m, dtype=torch.long), "map_mask": torch.zeros(b, m, dtype=torch.bool),
+            "ego": torch.from_numpy(np.stack([x["ego"] for x in items])), "command": torch.tensor([int(x["command"]) for x in items]),
+            "prompt_ids": torch.full((b, p), self.tokenizer.pad_token_id, dtype=torch.long), "prompt_mask": torch.zeros(b, p, dtype=torch.bool),
+        }
+        for i, x in enumerate(items):
+            k, j, q = len(x["agents"]), len(x["map_points"]), len(x["prompt_ids"])
+            out["agents"][i, :k] = torch.from_numpy(x["agents"])
+            out["agent_types"][i, :k] = torch.from_numpy(x["agent_types"])
+            out["agents_mask"][i, :k] = True
+            out["map_points"][i, :j] = torch.from_numpy(x["map_points"])
+            out["map_types"][i, :j] = torch.from_numpy(x["map_types"])
+            out["map_mask"][i, :j] = True
+            out["prompt_ids"][i, :q] = torch.from_numpy(x["prompt_ids"])
+            out["prompt_mask"][i, :q] = True
+        if all("ego_future" in x for x in items):
+            r = max(1, max(len(x["reasoning_ids"]) for x in items))
+            out["reasoning_ids"] = torch.full((b, r), self.tokenizer.pad_token_id, dtype=torch.long)
+            out["reasoning_mask"] = torch.zeros(b, r, dtype=torch.bool)
+            for i, x in enumerate(items):
+                out["reasoning_ids"][i, : len(x["reasoning_ids"])] = torch.from_numpy(x["reasoning_ids"])
+                out["reasoning_mask"][i, : len(x["reasoning_ids"])] = True
+            out["ego_future"] = torch.from_numpy(np.stack([x["ego_future"] for x in items]))
+            out["ego_future_mask"] = torch.from_numpy(np.stack([x["ego_future_mask"] for x in items]))
+            out["risk_target"] = torch.from_numpy(np.stack([x["risk_target"] for x in items]))
+            out["risk_valid"] = torch.tensor([bool(x["risk_valid"]) for x in items])
+            out["meta_action"] = torch.tensor([int(x["meta_action"]) for x in items])
+        return out
+
+    def __call__(self, items: Sequence[PlanningInputs | PlanningSample | dict]) -> dict[str, torch.Tensor]:
+        """Batch PlanningInputs (inputs only), PlanningSamples (with targets) or encoded dicts."""
+        enc = []
+        for x in items:
+            if isinstance(x, PlanningSample):
+                enc.append(self.encode_sample(x))
+            elif isinstance(x, PlanningInputs):
+                enc.append(self.encode_inputs(x))
+            elif isinstance(x, dict):
+                enc.append(x)
+            else:
+                raise TypeError(f"StudentProcessor: cannot batch {type(x).__name__}")
+        return self.collate(enc)
+
+    def decode_reasoning(self, ids: torch.Tensor) -> list[str]:
+        """(B, R) generated ids -> texts, each cut at its first eos."""
+        eos = self.tokenizer.eos_token_id
+        texts = []
+        for row in ids.tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    # ---------------------------------------------------------------- persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the tokenizer and ``processor_config.json`` (lengths) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(directory))
+        (directory / PROCESSOR_FILE).write_text(json.dumps({"max_prompt_tokens": self.max_prompt_tokens,
+                                                            "max_reasoning_tokens": self.max_reasoning_tokens,
+                                                            "meta_action_from_future": self.meta_action_from_future}, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config: StudentConfig | None = None) -> "StudentProcessor":
+        """Load from a student checkpoint folder (tokenizer files, processor_config.json, config.json).
+
+        Raises:
+            FileNotFoundError: a file is missing, naming it.
+        """
+        from transformers import AutoTokenizer
+
+        directory = Path(directory)
+        pfile = directory / PROCESSOR_FILE
+        if not pfile.is_file():
+            raise FileNotFoundError(f"{pfile}: missing (save the processor with StudentProcessor.save_pretrained)")
+        config = config or StudentConfig.from_pretrained(str(directory))
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        return cls(tokenizer, config, **json.loads(pfile.read_text()))
+
+
+class StudentDataCollator:
+    """``transformers.Trainer`` data collator: a list of PlanningSamples or encoded dicts -> batch."""
+
+    def __init__(self, processor: StudentProcessor):
+        self.processor = processor
+
+    def __call__(self, items):
+        return self.processor(items)

@@ -1,0 +1,119 @@
+"""RiskHead: BEV risk map from BEV features, learnt from a VLM's per-object risk (RSD, arXiv 2511.14499).
+
+RSD adds a RiskHead to the planner's BEV features: deformable attention, then a per-cell risk
+map R in [0, 1], trained with L_risk = ||R_pred - R_gt||_1 against the VLM's per-object risk
+matched to BEV cells; consistency of two risk annotations is measured by Diff_Risk. RSD does
+not publish the Diff_Risk formula: :func:`diff_risk` and :func:`diff_risk_agents` are ours.
+
+Shapes: BEV features (B, C, H, W); risk maps (B, H, W); grid layout in :mod:`dsdrive.student.bev`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsdrive.student.deformable_attention import DeformableAttention2D
+
+
+class RiskHead(nn.Module):
+    """BEV features (B, C, H, W) -> risk map (B, H, W) in [0, 1] (sigmoid).
+
+    Queries are the BEV cells average-pooled by ``stride`` (H/stride x W/stride of them), plus a
+    learned positional embedding; each of ``layers`` blocks is pre-norm deformable attention
+    (reference point = the query's cell centre) then an MLP, both residual. The query map is
+    upsampled bilinearly to (H, W), concatenated with the BEV features and a 1x1 conv gives the
+    risk logit.
+    """
+
+    def __init__(self, dim: int, height: int, width: int, layers: int = 1, heads: int = 4, points: int = 4, stride: int = 2):
+        super().__init__()
+        self.stride = stride
+        self.hq, self.wq = height // stride, width // stride
+        self.pos_embed = nn.Parameter(torch.randn(self.hq * self.wq, dim) * 0.02)
+        self.attn_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.attns = nn.ModuleList(DeformableAttention2D(dim, heads, points) for _ in range(layers))
+        self.ffn_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.ffns = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)) for _ in range(layers))
+        self.out = nn.Conv2d(2 * dim, 1, kernel_size=1)
+
+    def _reference_points(self, like: torch.Tensor) -> torch.Tensor:
+        """(Hq*Wq, 2) query cell centres in grid_sample coordinates (column, row); computed on the
+        fly (not a buffer) so loading a checkpoint never leaves it uninitialised."""
+        rows = (torch.arange(self.hq, dtype=like.dtype, device=like.device) + 0.5) / self.hq * 2 - 1
+        cols = (torch.arange(self.wq, dtype=like.dtype, device=like.device) + 0.5) / self.wq * 2 - 1
+        gr, gc = torch.meshgrid(rows, cols, indexing="ij")
+        return torch.stack([gc, gr], -1).reshape(-1, 2)
+
+    def forward(self, bev: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) BEV features -> (B, H, W) risk in [0, 1]."""
+        b, c, h, w = bev.shape
+        q = nn.functional.avg_pool2d(bev, self.stride).flatten(2).transpose(1, 2) + self.pos_embed
+        ref = self._reference_points(bev)[None].expand(b, -1, -1)
+        for norm, attn, fnorm, ffn in zip(self.attn_norms, self.attns, self.ffn_norms, self.ffns):
+            q = q + attn(norm(q), ref, bev)
+            q = q + ffn(fnorm(q))
+        qmap = q.transpose(1, 2).reshape(b, c, self.hq, self.wq)
+        qmap = nn.functional.interpolate(qmap, size=(h, w), mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.out(torch.cat([qmap, bev], 1)).squeeze(1))
+
+
+def risk_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, footprint_weight: float = 1.0) -> torch.Tensor:
+    """L_risk (RSD): L1 between predicted and target BEV risk maps, with a footprint term.
+
+    ``L = mean_{valid samples, all cells} |R_pred - R_gt|
+        + footprint_weight * mean_{valid samples, cells with R_gt > 0} |R_pred - R_gt|``.
+    The first term is RSD's ||.||_1 normalised by the number of cells (it also teaches "no risk"
+    on empty cells); the second keeps the few footprint cells from being drowned by the empty
+    ones. Samples without a risk annotation (``valid`` False) are excluded; with none valid the
+    loss is 0 (connected to the graph).
+
+    Args:
+        pred, target: (B, H, W) in [0, 1].
+        valid: (B,) bool, samples whose risk target is annotated; None = all.
+    """
+    if valid is None:
+        valid = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device)
+    err = (pred - target).abs()
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    err, tgt = err[valid], target[valid]
+    loss = err.mean()
+    fp = tgt > 0
+    if footprint_weight and bool(fp.any()):
+        loss = loss + footprint_weight * err[fp].mean()
+    return loss
+
+
+def diff_risk(risk_a: np.ndarray | torch.Tensor, risk_b: np.ndarray | torch.Tensor, threshold: float = 0.0) -> float:
+    """Diff_Risk between two BEV risk maps (our definition; RSD, arXiv 2511.14499, names the metric
+    but does not publish its formula).
+
+    ``Diff_Risk = mean over cells where risk_a > threshold or risk_b > threshold of |risk_a - risk_b|``:
+    the mean absolute risk disagreement over the union of the two risk supports, so large empty
+    areas do not dilute it. 0.0 when both maps are empty. Lower is more consistent.
+
+    Args:
+        risk_a, risk_b: (H, W) or (B, H, W) maps in [0, 1] on the same grid.
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    a = torch.as_tensor(risk_a, dtype=torch.float32)
+    b = torch.as_tensor(risk_b, dtype=torch.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"diff_risk: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    support = (a > threshold) | (b > threshold)
+    if not bool(support.any()):
+        return 0.0
+    return float((a - b).abs()[support].mean())
+
+
+def diff_risk_agents(risks_a: dict[str, float], risks_b: dict[str, float]) -> float:
+    """Per-object Diff_Risk (our definition, RSD arXiv 2511.14499): mean |risk_a - risk_b| over the
+    agent ids both annotations score. NaN when they share no agent (undefined, not zero)."""
+    shared = sorted(set(risks_a) & set(risks_b))
+    if not shared:
+        return float("nan")
+    return float(np.mean([abs(float(risks_a[k]) - float(risks_b[k])) for k in shared]))

@@ -1,0 +1,119 @@
+"""Distil teachers into the compact student (DSDrive dual head + DistillDrive vocabulary + RSD RiskHead).
+
+Run as:
+    python recipes/distill.py --config recipes/configs/tiny/distill.yaml
+    python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir /tmp/ckpt/s
+    accelerate launch recipes/distill.py --config recipes/configs/tiny/distill.yaml \
+        --backbone_path /models/Qwen2.5-0.5B-Instruct --use_lora true --quantization 4bit
+
+``--config`` sets defaults, flags override (trl ``TrlParser``). Data: an annotated planning
+dataset (``dsdrive annotate`` output; unannotated samples still train the waypoint and
+meta-action heads). The held-out scenes are never trained on; the tokenizer (tiny backbone)
+and the planning vocabulary are fitted on the training scenes only. Output folder: the student
+checkpoint (config.json, model.safetensors with the vocabulary buffer, tokenizer files,
+processor_config.json; LoRA merged), loadable by ``dsdrive.planners.student.StudentPlanner``,
+plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.open_loop``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from trl import TrlParser
+
+from dsdrive.dataset import load_samples
+from dsdrive.distill_config import DistillConfig
+from dsdrive.distill_trainer import DistillTrainer, EncodedSamples
+from dsdrive.planning_vocabulary import PlanningVocabulary
+from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
+from dsdrive.student import StudentDataCollator, StudentModel, StudentProcessor
+from dsdrive.student.backbone import load_backbone, tiny_qwen2_config
+from dsdrive.student.lora import apply_lora, merge_lora
+from dsdrive.student.tokenizer import build_tokenizer
+
+
+@dataclass
+class ScriptArguments:
+    """Data and evaluation."""
+
+    data: str = field(default="/tmp/dsdrive_data/planning_annotated", metadata={"help": "planning dataset folder (annotated)"})
+    val_scenes: str = field(default=",".join(DEFAULT_VAL_SCENES), metadata={"help": "comma-separated held-out scene ids"})
+    max_train_samples: int = field(default=0, metadata={"help": "cap on training samples (0 = all)"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    eval_open_loop: bool = field(default=True, metadata={"help": "score the saved student open-loop on the held-out scenes"})
+
+
+def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProcessor]:
+    """The student and its processor: a local backbone (+ its tokenizer) or the embedded tiny Qwen2."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.backbone_path:
+        tokenizer = AutoTokenizer.from_pretrained(args.backbone_path, local_files_only=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        backbone = load_backbone(args.backbone_path, quantization=args.quantization)
+    else:
+        tokenizer = build_tokenizer(train, vocab_size=args.tokenizer_vocab_size)
+        cfg = tiny_qwen2_config(len(tokenizer), hidden_size=args.tiny_hidden_size, layers=args.tiny_layers, heads=args.tiny_heads,
+                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        torch.manual_seed(args.seed)
+        backbone = AutoModelForCausalLM.from_config(cfg)
+    model = StudentModel.from_backbone(backbone, vocabulary=PlanningVocabulary.fit(train, seed=args.seed),
+                                       backbone_name_or_path=args.backbone_path or "embedded-tiny-qwen2", **args.student_config_kwargs())
+    processor = StudentProcessor(tokenizer, model.config, args.max_prompt_tokens, args.max_reasoning_tokens)
+    return model, processor
+
+
+def main(argv: list[str] | None = None) -> int:
+    script, args = TrlParser((ScriptArguments, DistillConfig)).parse_args_and_config(argv)
+    if script.num_threads > 0:
+        torch.set_num_threads(script.num_threads)
+    samples = load_samples(script.data)
+    train_ids, val_ids = split_scenes([s.scene_id for s in samples], tuple(v for v in script.val_scenes.split(",") if v))
+    train = [s for s in samples if s.scene_id in set(train_ids)]
+    heldout = [s for s in samples if s.scene_id in set(val_ids)]
+    if script.max_train_samples:
+        train = train[: script.max_train_samples]
+    n_ann = sum(s.annotation is not None for s in train)
+    print(f"{len(train)} training samples ({n_ann} annotated) from {train_ids}; {len(heldout)} held-out from {val_ids}")
+
+    model, processor = build_student(args, train)
+    n_all = sum(p.numel() for p in model.parameters())
+    if args.use_lora:
+        model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout,
+                           [t for t in args.lora_target_modules.split(",") if t], args.quantization)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"student: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.2f} M trainable, LoRA {'on' if args.use_lora else 'off'}")
+
+    trainer = DistillTrainer(model=model, args=args, train_dataset=EncodedSamples(train, processor),
+                             eval_dataset=EncodedSamples(heldout, processor) if heldout else None,
+                             data_collator=StudentDataCollator(processor))
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    metrics = trainer.evaluate() if heldout else {}
+
+    out = Path(args.output_dir)
+    if args.quantization is not None:  # 4/8-bit base weights cannot be merged exactly
+        print("QLoRA: saving the adapter checkpoint (adapters + fully trained heads) only")
+    final = merge_lora(model) if args.use_lora and args.quantization is None else model
+    final.save_pretrained(out)
+    processor.save_pretrained(out)
+    report = {"val_scenes": val_ids, "eval_losses": metrics, "log_history": trainer.state.log_history}
+    if script.eval_open_loop and heldout and not args.quantization:
+        from dsdrive.open_loop import evaluate_planner
+        from dsdrive.planners.student import StudentPlanner
+
+        report["open_loop"] = evaluate_planner(StudentPlanner(out), heldout, progress=False)
+        m = report["open_loop"]["metrics"]["ALL"]["stp3"]
+        print(f"held-out ({report['open_loop']['num_evaluated']} samples, ST-P3): L2 1s/2s/3s/avg "
+              f"{m['L2']['1s']:.3f}/{m['L2']['2s']:.3f}/{m['L2']['3s']:.3f}/{m['L2']['avg']:.3f} m, collision avg {m['collision']['avg']:.2f} %")
+    (out / "eval_heldout.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
