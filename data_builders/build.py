@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-roi", type=float, nargs=2, default=(50.0, 30.0), metavar=("HALF_X", "HALF_Y"), help="ego-frame map box half extents (m)")
     p.add_argument("--max-polylines", type=int, default=100, help="map polylines kept per sample, nearest first")
     p.add_argument("--num-scenarios", type=int, default=None, help="use only the first N scenarios")
+    p.add_argument("--seed", type=int, default=0, help="metadrive-pg: first procedural-map seed")
+    p.add_argument("--episode-steps", type=int, default=None, help="metadrive-pg: simulator steps recorded per scenario")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file instead of skipping it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

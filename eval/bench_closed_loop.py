@@ -1,0 +1,77 @@
+"""Benchmark: closed-loop simulator throughput with a planner vs plain log replay.
+
+Run as:
+    python eval/bench_closed_loop.py                                   # constant_velocity, 2 scenes
+    python eval/bench_closed_loop.py --planner ego_mlp --checkpoint runs/ego_mlp --scenes scene-0061 scene-0655 scene-1077
+
+Both rows run in this process on the same scenes and horizon (one MetaDrive engine at a time):
+``log_replay`` (MetaDrive's ``ReplayEgoCarPolicy``, no planner, no controller: the simulator's
+own cost) and the planner row (adapter + planner at 2 Hz + pure pursuit/PID at 10 Hz). Prints
+simulator steps per second (10 Hz steps; wall time of the rollouts, engine start excluded),
+planner latency, and the ratio planner / log replay. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsdrive.sim.rollout import RolloutConfig, make_env, rollout_scenario  # noqa: E402
+from dsdrive.sim.scenario_index import prepare_working_copy  # noqa: E402
+
+
+def _run(work, planner, config, repeats: int) -> tuple[float, int, list[float]]:
+    env = make_env(work, planner is None, config.traffic)
+    try:
+        steps, wall, lat = 0, 0.0, []
+        for _ in range(repeats):
+            for seed, (file, scene) in enumerate(zip(work.files, work.scene_ids)):
+                t0 = time.perf_counter()
+                sr = rollout_scenario(env, seed, scene, file, planner, config)
+                wall += time.perf_counter() - t0
+                steps += sr.num_steps
+                lat += [p.latency_ms for p in sr.plans]
+    finally:
+        env.close()
+    return wall, steps, lat
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="closed-loop throughput: planner vs log replay")
+    ap.add_argument("--scenarios", default=None)
+    ap.add_argument("--scenes", nargs="*", default=["scene-0061", "scene-0655"])
+    ap.add_argument("--planner", default="constant_velocity")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--traffic", choices=("replay", "reactive"), default="replay")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args(argv)
+    from dsdrive.paths import default_scenarios_dir
+    from dsdrive.planners.registry import load_planner, needs_checkpoint
+
+    src = default_scenarios_dir(args.scenarios)
+    work = prepare_working_copy(src, tempfile.mkdtemp(prefix="bench_closed_loop_"), args.scenes)
+    planner = load_planner(args.planner, args.checkpoint if needs_checkpoint(args.planner) else None)
+    config = RolloutConfig(traffic=args.traffic, max_steps=args.max_steps)
+    rows = {}
+    for name, p in (("log_replay", None), (args.planner, planner)):
+        wall, steps, lat = _run(work, p, config, args.repeats)
+        rows[name] = (steps / wall, steps, wall, lat)
+    base = rows["log_replay"][0]
+    print(f"scenes: {', '.join(work.scene_ids)}; traffic: {args.traffic}; repeats: {args.repeats}")
+    print(f"{'row':<20} {'steps':>7} {'wall s':>8} {'steps/s':>9} {'ratio':>7} {'planner ms (mean/p95)':>22}")
+    for name, (sps, steps, wall, lat) in rows.items():
+        lat_s = f"{np.mean(lat):.2f}/{np.percentile(lat, 95):.2f}" if lat and name != "log_replay" else "-"
+        print(f"{name:<20} {steps:>7d} {wall:>8.2f} {sps:>9.1f} {sps / base:>7.2f} {lat_s:>22}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""Unit tests of the closed-loop pieces that need no simulator: assets detection, working copy,
+adapter frames, controller tracking, metric formulas, explanation normalisation."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsdrive.sim import metadrive_assets
+from dsdrive.sim.adapter import AgentState, EgoState, agents_in_ego_frame, build_planning_inputs, command_from_route
+from dsdrive.sim.closed_loop_metrics import PDMS_WEIGHTS, aggregate, comfort_signals, scenario_metrics
+from dsdrive.sim.controller import WaypointController
+from dsdrive.sim.explain import describe_plan
+from dsdrive.sim.rollout import CRASH_KEYS, PlanRecord, ScenarioRollout
+from dsdrive.sim.scenario_index import MAPPING_FILE, SUMMARY_FILE, prepare_working_copy
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes-mini-scenarionet"
+
+
+# ------------------------------------------------------------------ assets
+def test_offline_asset_stub_created_and_detected(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("metadrive")
+    fake = tmp_path / "metadrive" / "assets"
+    monkeypatch.setattr(metadrive_assets, "metadrive_asset_dir", lambda: fake)
+    import metadrive.pull_asset
+
+    monkeypatch.setattr(metadrive.pull_asset, "pull_asset", lambda *a, **k: pytest.fail("must never download"))
+    before = metadrive_assets.asset_status()
+    assert not before.ready and before.found_version is None and not before.texture_present
+    after = metadrive_assets.ensure_offline_assets()
+    assert after.ready and after.stub
+    assert (fake / "version.txt").read_text().strip() == after.expected_version
+    assert fake.joinpath(*metadrive_assets.CHECKED_TEXTURE).is_file()
+    assert "OFFLINE STUB" in capsys.readouterr().err
+
+
+def test_real_assets_left_untouched(tmp_path, monkeypatch):
+    pytest.importorskip("metadrive")
+    from metadrive.version import VERSION
+
+    fake = tmp_path / "assets"
+    fake.joinpath(*metadrive_assets.CHECKED_TEXTURE[:-1]).mkdir(parents=True)
+    fake.joinpath(*metadrive_assets.CHECKED_TEXTURE).write_bytes(b"jpeg")
+    (fake / "version.txt").write_text(VERSION + "\n")
+    monkeypatch.setattr(metadrive_assets, "metadrive_asset_dir", lambda: fake)
+    st = metadrive_assets.ensure_offline_assets(quiet=True)
+    assert st.ready and not st.stub and not (fake / metadrive_assets.STUB_MARKER).exists()
+
+
+# ------------------------------------------------------------------ working copy
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
+def test_working_copy_writes_index_outside_source(tmp_path):
+    before = sorted(p.name for p in DATA.iterdir())
+    wc = prepare_working_copy(DATA, tmp_path / "wc", scenes=["scene-0061", "scene-0655"])
+    assert wc.scene_ids == ["scene-0061", "scene-0655"] and not wc.rejected
+    summary = pickle.loads((tmp_path / "wc" / SUMMARY_FILE).read_bytes())
+    mapping = pickle.loads((tmp_path / "wc" / MAPPING_FILE).read_bytes())
+    assert set(summary) == set(mapping) == set(wc.files)
+    assert summary[wc.files[0]]["sdc_id"] == "ego"
+    assert sorted(p.name for p in DATA.iterdir()) == before  # source untouched
+
+
+def test_working_copy_bad_input(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no ScenarioNet scenario"):
+        prepare_working_copy(empty, tmp_path / "wc")
+    (empty / "sd_broken.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="every scenario .* was rejected: sd_broken.pkl"):
+        prepare_working_copy(empty, tmp_path / "wc")
+    with pytest.raises(ValueError, match="must differ"):
+        prepare_working_copy(empty, empty)
+
+
+# ------------------------------------------------------------------ adapter
+def _ego(x, y, yaw, v=5.0):
+    return EgoState(np.array([x, y], float), yaw, np.array([v * np.cos(yaw), v * np.sin(yaw)]))
+
+
+class _NoMap:
+    def in_ego_frame(self, xy, yaw):
+        from dsdrive.types import MapPolylines
+
+        return MapPolylines.empty()
+
+
+def test_adapter_ego_frame_history_agents_command():
+    yaw = np.pi / 2  # driving north in the simulator frame
+    trace = [_ego(0.0, 0.5 * k, yaw) for k in range(25)]  # 10 Hz, 5 m/s
+    agents = AgentState(["car", "far"], ["VEHICLE", "PEDESTRIAN"], np.array([[0.0, 22.0], [0.0, 200.0]]),
+                        np.array([np.pi / 2, 0.0]), np.array([[4.0, 2.0, 1.5], [0.5, 0.5, 1.7]]), np.array([[0.0, 3.0], [0.0, 0.0]]))
+    route = np.array([[0.0, 0.0], [0.0, 20.0], [-20.0, 40.0]])  # turns left (west) after 20 m
+    x = build_planning_inputs("s_0", "s", trace, agents, _NoMap(), route, command_lookahead=30.0)
+    assert x.ego_history_mask.all()
+    np.testing.assert_allclose(x.ego_history[:, 0], [-10.0, -7.5, -5.0, -2.5], atol=1e-5)  # behind = -x
+    np.testing.assert_allclose(x.ego_history[:, 1:], 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.ego_status[:2], [5.0, 0.0], atol=1e-5)
+    assert not x.ego_status_mask[5]  # steering unknown, as in the ScenarioNet builder
+    assert x.agents.ids == ["car"]  # the far pedestrian is outside the 50 m ROI
+    np.testing.assert_allclose(x.agents.boxes[0, [0, 1, 6]], [10.0, 0.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(x.agents.velocities[0], [3.0, 0.0], atol=1e-5)
+    assert x.command == "LEFT"
+    assert command_from_route(route, _ego(0.0, 0.0, yaw), 5.0) == "STRAIGHT"
+    short = build_planning_inputs("s_0", "s", trace[:3], agents, _NoMap(), route, 5.0)
+    assert not short.ego_history_mask.any() and not short.ego_status_mask[2]
+
+
+def test_agents_nearest_first():
+    ego = _ego(0.0, 0.0, 0.0)
+    ag = AgentState(["b", "a"], ["VEHICLE", "VEHICLE"], np.array([[30.0, 0.0], [10.0, 0.0]]), np.zeros(2), np.ones((2, 3)), np.zeros((2, 2)))
+    assert agents_in_ego_frame(ag, ego).ids == ["a", "b"]
+
+
+# ------------------------------------------------------------------ controller
+def _bicycle(xy, yaw, v, action, dt=0.1, wheelbase=2.47, max_steer=np.deg2rad(40), accel=5.0):
+    steer, thr = action
+    v = max(v + accel * thr * dt, 0.0)
+    yaw = yaw + v / wheelbase * np.tan(steer * max_steer) * dt
+    return xy + v * dt * np.array([np.cos(yaw), np.sin(yaw)]), yaw, v
+
+
+def test_controller_tracks_a_left_arc_and_a_stop():
+    ctrl = WaypointController()
+    xy, yaw, v = np.zeros(2), 0.0, 8.0
+    for step in range(60):  # 6 s, replanning every 0.5 s along a circle of radius 40 m (left)
+        t = step * 0.1
+        if step % 5 == 0:
+            s = 8.0 * 0.5 * np.arange(1, 7)
+            centre = xy + 40.0 * np.array([-np.sin(yaw), np.cos(yaw)])
+            ang = yaw - np.pi / 2 + s / 40.0
+            world = centre + 40.0 * np.stack([np.cos(ang), np.sin(ang)], 1)
+            from dsdrive.geometry import global_to_ego
+
+            ctrl.set_plan(global_to_ego(world, xy, yaw), xy, yaw, t)
+        xy, yaw, v = _bicycle(xy, yaw, v, ctrl.act(xy, yaw, v, t))
+    assert abs(v - 8.0) < 1.0
+    assert yaw > 0.9  # turned left about 8 m/s * 6 s / 40 m = 1.2 rad
+    stop = WaypointController()
+    stop.set_plan(np.zeros((6, 3)), np.zeros(2), 0.0, 0.0)
+    assert stop.act(np.zeros(2), 0.0, 5.0, 0.0)[1] == -1.0
+    with pytest.raises(ValueError, match="finite"):
+        stop.set_plan(np.full((6, 3), np.nan), np.zeros(2), 0.0, 0.0)
+
+
+# ------------------------------------------------------------------ metrics
+def _rollout(speed=5.0, steps=50, agents_at=None, brake_at=None, decel=6.0):
+    t = np.arange(steps + 1) * 0.1
+    v = np.full(steps + 1, speed)
+    if brake_at is not None:
+        v[brake_at:] = np.maximum(speed - decel * (t[brake_at:] - t[brake_at]), 0.0)
+    x = np.concatenate([[0.0], np.cumsum(v[:-1] * 0.1)])
+    sr = ScenarioRollout("s", "f.pkl", "test")
+    sr.ego_xy = np.stack([x, np.zeros_like(x)], 1)
+    sr.ego_yaw = np.zeros(steps + 1)
+    sr.ego_vel = np.stack([v, np.zeros_like(v)], 1)
+    sr.log_xy = np.stack([np.arange(steps + 1) * speed * 0.1, np.zeros(steps + 1)], 1)
+    sr.log_yaw = np.zeros(steps + 1)
+    sr.log_valid = np.ones(steps + 1, bool)
+    sr.flags = {k: np.zeros(steps + 1, bool) for k in CRASH_KEYS}
+    sr.md_route_completion = np.linspace(0, 1, steps + 1)
+    sr.agents = [agents_at(s) if agents_at else AgentState.empty() for s in range(steps + 1)]
+    sr.plans = [PlanRecord(0, 0.0, "STRAIGHT", [[0, 0, 0]] * 6, [[0, 0]] * 6, 1.0, {"consistent": None})]
+    return sr
+
+
+def test_metrics_clean_drive_scores_one():
+    m = scenario_metrics(_rollout())
+    assert (m["nc"], m["dac"], m["ttc"], m["comfort"], m["ep"], m["pdms"]) == (1.0, None, 1.0, 1.0, 1.0, 1.0)
+    assert m["arrival"] and m["events"] == []
+
+
+def test_metrics_collision_kinds_and_at_fault():
+    def car_ahead(s):  # a stopped car 15 m ahead: the ego (5 m/s) reaches it at ~2.2 s
+        return AgentState(["c"], ["VEHICLE"], np.array([[15.0, 0.0]]), np.zeros(1), np.array([[4.0, 2.0, 1.5]]), np.zeros((1, 2)))
+
+    m = scenario_metrics(_rollout(agents_at=car_ahead))
+    assert m["nc"] == 0.0 and m["ttc"] == 0.0 and m["pdms"] == 0.0
+    assert any(e["kind"] == "at-fault overlap" for e in m["events"])
+
+    def cone_ahead(s):
+        return AgentState(["k"], ["TRAFFIC_CONE"], np.array([[15.0, 0.0]]), np.zeros(1), np.array([[0.5, 0.5, 1.0]]), np.zeros((1, 2)))
+
+    m = scenario_metrics(_rollout(agents_at=cone_ahead))
+    assert m["nc"] == 0.5
+    expected = 0.5 * (PDMS_WEIGHTS["ep"] * m["ep"] + PDMS_WEIGHTS["c"] * m["comfort"]) / sum(PDMS_WEIGHTS.values())
+    assert m["pdms"] == pytest.approx(expected)
+
+    def rear_ender(s):  # a car driving into the ego from behind is not the ego's fault
+        return AgentState(["r"], ["VEHICLE"], np.array([[s * 0.5 - 4.2, 0.0]]), np.zeros(1), np.array([[4.0, 2.0, 1.5]]), np.array([[5.0, 0.0]]))
+
+    assert scenario_metrics(_rollout(agents_at=rear_ender))["nc"] == 1.0
+
+
+def test_metrics_hard_braking_and_progress():
+    m = scenario_metrics(_rollout(speed=15.0, steps=60, brake_at=20, decel=6.0))  # 6 m/s^2 for 2.5 s
+    assert m["comfort"] == 0.0 and any(e["kind"] == "hard braking" for e in m["events"])
+    assert m["ep"] < 0.7  # stopped after ~19 m of braking while the expert kept going
+    assert scenario_metrics(_rollout(speed=15.0, steps=60, brake_at=20, decel=2.0))["comfort"] == 1.0
+    sig = comfort_signals(np.stack([np.arange(30) * 0.5, np.zeros(30)], 1), np.zeros(30))
+    np.testing.assert_allclose(sig["lon_accel"], 0.0, atol=1e-6)
+
+
+def test_aggregate_failed_and_rejected():
+    ok = scenario_metrics(_rollout())
+    failed = scenario_metrics(_rollout()) | {"status": "failed", "pdms": 0.0, "arrival": False}
+    rejected = {"scene_id": "x", "status": "rejected", "failure": "bad"}
+    agg = aggregate([ok, failed, rejected], [1.0, 3.0])
+    assert (agg["ran"], agg["failed"], agg["rejected"]) == (2, 1, 1)
+    assert agg["pdms"] == pytest.approx(0.5) and agg["latency_ms_p50"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ explanations
+def test_describe_plan_auto_and_stated():
+    wp = np.stack([np.arange(1, 7) * 2.5, np.zeros(6), np.zeros(6)], 1)  # 5 m/s straight
+    auto = describe_plan(wp, 5.0)
+    assert auto["source"] == "auto" and auto["implied_meta_action"] == "MOVE FORWARD with CONSTANT"
+    assert "MOVE FORWARD" in auto["text"] and auto["consistent"] is None
+    stated = describe_plan(wp, 5.0, {"explanation": "clear road", "meta_action": {"behaviour": "STOP", "speed": "CONSTANT"},
+                                     "risks": [{"agent_id": "a", "risk": 0.9, "rank": 1}], "mode_scores": np.array([0.2, 0.8])})
+    assert stated["consistent"] is False and stated["top_risk"][0]["agent_id"] == "a" and stated["mode_scores"] == [0.2, 0.8]
