@@ -94,9 +94,15 @@ def test_student_planner_and_registry(checkpoint):
     np.testing.assert_allclose(traj, model.eval().plan(xs, proc).waypoints.numpy(), atol=1e-5)
     np.testing.assert_allclose(planner.compute_trajectory(xs[0]), traj[0], atol=1e-5)
     planner.max_new_tokens = 6
-    wps, texts = planner.plan_and_explain(xs)
-    np.testing.assert_allclose(wps, traj, atol=1e-5)
+    out, texts = planner.plan_and_explain_batch(xs)
+    np.testing.assert_allclose(out.waypoints.numpy(), traj, atol=1e-5)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    wp, explanation = planner.plan_and_explain(xs[0])
+    np.testing.assert_allclose(wp, traj[0], atol=1e-5)
+    assert explanation["reasoning"] == texts[0]
+    assert len(explanation["mode_scores"]) == 6 and abs(sum(explanation["mode_scores"]) - 1.0) < 1e-3
+    assert len(explanation["risks"]) <= 3 and all(0.0 <= r["risk"] <= 1.0 for r in explanation["risks"])
+    assert {r["agent_id"] for r in explanation["risks"]} <= set(xs[0].agents.ids)
     assert isinstance(planner.explain(xs[0]), str)
     assert planner.risk_map(xs[0]).shape == (model.config.bev_height, model.config.bev_width)
     with pytest.raises(FileNotFoundError):
@@ -116,3 +122,13 @@ def test_student_on_real_scenarionet_samples():
     assert torch.isfinite(out.loss.detach()) and out.reasoning_ce is not None
     plan = model.plan([s.inputs for s in samples], proc)
     assert plan.waypoints.shape == (6, 6, 3) and torch.isfinite(plan.waypoints).all()
+
+
+def test_stated_meta_action_parses_the_plan_line():
+    from dsdrive.planners.student import stated_meta_action
+
+    assert stated_meta_action("Scene: x.\nPlan: TURN LEFT with DECELERATION.\nWhy: y.") == "TURN LEFT with DECELERATION"
+    assert stated_meta_action("Plan: STOP.") == "STOP"
+    assert stated_meta_action("Plan: MOVE FORWARD with QUICK DECELERATION.") == "MOVE FORWARD with QUICK DECELERATION"
+    assert stated_meta_action("Plan: fly away.") is None
+    assert stated_meta_action("no plan line") is None

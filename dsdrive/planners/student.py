@@ -60,17 +60,78 @@ class StudentPlanner(Planner):
         """(B, 6, 3) float32 best-mode waypoints, one forward pass for the whole batch."""
         return self.plan(batch).waypoints.float().cpu().numpy().astype(np.float32)
 
-    def plan_and_explain(self, batch: list[PlanningInputs]) -> tuple[np.ndarray, list[str]]:
-        """(B, 6, 3) waypoints and the generated reasoning texts, from one shared prefix."""
+    @torch.no_grad()
+    def plan_and_explain_batch(self, batch: list[PlanningInputs]) -> tuple[object, list[str]]:
+        """One shared prefix per batch: the :class:`PlanOutput` and the generated reasoning texts."""
         out, ids = self.model.plan_and_explain(self.processor(batch), max_new_tokens=self.max_new_tokens,
                                                eos_token_id=self.processor.tokenizer.eos_token_id)
-        return out.waypoints.float().cpu().numpy().astype(np.float32), self.processor.decode_reasoning(ids)
+        return out, self.processor.decode_reasoning(ids)
+
+    def plan_and_explain(self, inputs: PlanningInputs, top_risks: int = 3) -> tuple[np.ndarray, dict]:
+        """Plan and explain one input (what the closed-loop report shows at each replanning step).
+
+        Returns:
+            ``(waypoints (6, 3) ego frame, explanation)`` where ``explanation`` holds
+            ``reasoning`` (the generated chain-of-thought), ``meta_action`` (the one the reasoning
+            states on its ``Plan:`` line, or None), ``mode_scores`` (the command's 6 mode
+            probabilities) and ``risks`` (the ``top_risks`` agents with the highest predicted BEV
+            risk on their footprint: ``{"agent_id", "type", "risk"}``).
+        """
+        out, texts = self.plan_and_explain_batch([inputs])
+        risk_map = out.risk_map[0].float().cpu().numpy()
+        explanation = {
+            "reasoning": texts[0],
+            "meta_action": stated_meta_action(texts[0]),
+            "mode_scores": [round(float(p), 4) for p in out.mode_scores[0].float().cpu()],
+            "risks": agent_risks(inputs, risk_map, self.model.config)[:top_risks],
+        }
+        return out.waypoints[0].float().cpu().numpy().astype(np.float32), explanation
 
     def explain(self, inputs: PlanningInputs) -> str:
         """Chain-of-thought text for one input (greedy)."""
-        return self.plan_and_explain([inputs])[1][0]
+        return self.plan_and_explain_batch([inputs])[1][0]
 
     @torch.no_grad()
     def risk_map(self, inputs: PlanningInputs) -> np.ndarray:
         """(H, W) BEV risk map in [0, 1] (grid of :class:`dsdrive.student.bev.BevGrid`)."""
         return self.plan([inputs]).risk_map[0].float().cpu().numpy()
+
+
+def stated_meta_action(reasoning: str) -> str | None:
+    """The meta-action a reasoning text states on its ``Plan: ...`` line (template
+    ``prompts/reasoning/v1.jinja``), when it names one of the GPT-Driver / Agent-Driver classes."""
+    from dsdrive.annotation import BEHAVIOURS, SPEEDS
+
+    for line in reasoning.splitlines():
+        if line.strip().lower().startswith("plan:"):
+            stated = line.split(":", 1)[1].strip().rstrip(".").upper()
+            behaviour = next((b for b in sorted(BEHAVIOURS, key=len, reverse=True) if stated.startswith(b)), None)
+            if behaviour is None:
+                return None
+            if behaviour == "STOP":
+                return "STOP"
+            speed = next((sp for sp in sorted(SPEEDS, key=len, reverse=True) if stated.endswith(sp)), None)
+            return f"{behaviour} with {speed}" if speed else None
+    return None
+
+
+def agent_risks(inputs: PlanningInputs, risk_map: np.ndarray, config) -> list[dict]:
+    """Per-agent risk read off a predicted BEV risk map, highest first.
+
+    Each agent's risk is the map's maximum over the cells its oriented box covers
+    (:func:`dsdrive.student.bev.rasterize_risk` with risk 1 gives the footprint).
+
+    Args:
+        inputs: the current agents (ego frame).
+        risk_map: (H, W) predicted risk in [0, 1] on the student's BEV grid.
+    """
+    from dsdrive.student.bev import BevGrid, rasterize_risk
+
+    grid = BevGrid.from_config(config)
+    out = []
+    for i, agent_id in enumerate(inputs.agents.ids):
+        footprint = rasterize_risk(inputs.agents, {agent_id: 1.0}, grid) > 0
+        if footprint.any():
+            out.append({"agent_id": agent_id, "type": inputs.agents.types[i], "risk": round(float(risk_map[footprint].max()), 4)})
+    return sorted(out, key=lambda r: -r["risk"])
+
