@@ -3,8 +3,12 @@
 Run as:
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir /tmp/ckpt/s
-    accelerate launch recipes/distill.py --config recipes/configs/tiny/distill.yaml \
-        --backbone_path /models/Qwen2.5-0.5B-Instruct --use_lora true --quantization 4bit
+    python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 4 --save_steps 2 \
+        --save_strategy steps --output_dir /tmp/ckpt/s --resume_from_checkpoint /tmp/ckpt/s/checkpoint-2
+    accelerate launch --config_file recipes/accelerate_configs/cpu_ddp_gloo.yaml recipes/distill.py \
+        --config recipes/configs/tiny/distill.yaml --max_steps 20            # 2 CPU processes (gloo)
+    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/distill.py \
+        --config recipes/configs/qwen2.5-0.5b/distill_qlora.yaml            # QLoRA, N GPUs
 
 ``--config`` sets defaults, flags override (trl ``TrlParser``). Data: an annotated planning
 dataset (``dsdrive annotate`` output; unannotated samples still train the waypoint and
@@ -12,12 +16,18 @@ meta-action heads). The held-out scenes are never trained on; the tokenizer (tin
 and the planning vocabulary are fitted on the training scenes only. Output folder: the student
 checkpoint (config.json, model.safetensors with the vocabulary buffer, tokenizer files,
 processor_config.json; LoRA merged), loadable by ``dsdrive.planners.student.StudentPlanner``,
-plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.open_loop``).
+plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.open_loop``). QLoRA runs also
+keep the adapter checkpoint in ``adapter/`` and export the student by loading the backbone again
+in full precision and merging the adapters into that copy (QLoRA, Dettmers et al. 2023: 4-bit
+base weights cannot hold an exact merge). Bad settings or data fail before training with a
+``ValueError`` naming the field / file (:mod:`dsdrive.distill_config`). Under ``accelerate
+launch`` every process trains; only the main process writes the export and the evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +35,8 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
-from dsdrive.dataset import load_samples
-from dsdrive.distill_config import DistillConfig
+from dsdrive.dataset import load_dataset_dir, load_samples
+from dsdrive.distill_config import DistillConfig, check_annotations, resolve_backbone_path
 from dsdrive.distill_trainer import DistillTrainer, EncodedSamples
 from dsdrive.planning_vocabulary import PlanningVocabulary
 from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
@@ -52,10 +62,14 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.backbone_path:
-        tokenizer = AutoTokenizer.from_pretrained(args.backbone_path, local_files_only=True)
+        path = resolve_backbone_path(args.backbone_path)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        backbone = load_backbone(args.backbone_path, quantization=args.quantization)
+        if args.quantization and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # 4-bit weights load onto the current device
+        torch.manual_seed(args.seed)
+        backbone = load_backbone(path, quantization=args.quantization)  # fp32 master weights (bf16 = autocast)
     else:
         tokenizer = build_tokenizer(train, vocab_size=args.tokenizer_vocab_size)
         cfg = tiny_qwen2_config(len(tokenizer), hidden_size=args.tiny_hidden_size, layers=args.tiny_layers, heads=args.tiny_heads,
@@ -68,21 +82,56 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
     return model, processor
 
 
-def main(argv: list[str] | None = None) -> int:
-    script, args = TrlParser((ScriptArguments, DistillConfig)).parse_args_and_config(argv)
-    if script.num_threads > 0:
-        torch.set_num_threads(script.num_threads)
+def export_qlora(model, args: DistillConfig, adapter_dir: Path) -> StudentModel:
+    """Full-precision StudentModel with the QLoRA adapters merged: the backbone is loaded again
+    unquantized from ``backbone_path``, the adapters and fully trained heads are loaded from
+    ``adapter_dir`` (peft ``modules_to_save``) and the planning vocabulary buffer is copied."""
+    from peft import PeftModel
+
+    trained = model.get_base_model()
+    backbone = load_backbone(resolve_backbone_path(args.backbone_path), quantization=None)
+    fresh = StudentModel.from_backbone(backbone, backbone_name_or_path=args.backbone_path, **args.student_config_kwargs())
+    fresh.anchors.copy_(trained.anchors.detach().cpu())
+    return merge_lora(PeftModel.from_pretrained(fresh, adapter_dir))
+
+
+def enable_gradient_checkpointing(model: StudentModel, args: DistillConfig) -> None:
+    """Activation checkpointing on the backbone only (the student's heads are small); the Trainer's
+    own switch is turned off because StudentModel itself does not implement it."""
+    if args.gradient_checkpointing or getattr(args, "activation_checkpointing", False):
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        args.gradient_checkpointing = False
+        if hasattr(args, "activation_checkpointing"):  # transformers >= 5 name of the same switch
+            args.activation_checkpointing = False
+
+
+def load_training_data(script: ScriptArguments, args: DistillConfig):
+    """(train, heldout, train scene ids, held-out scene ids); raises ValueError before training on
+    an empty training split or missing annotations (:func:`dsdrive.distill_config.check_annotations`)."""
+    columns = load_dataset_dir(script.data).column_names
     samples = load_samples(script.data)
     train_ids, val_ids = split_scenes([s.scene_id for s in samples], tuple(v for v in script.val_scenes.split(",") if v))
     train = [s for s in samples if s.scene_id in set(train_ids)]
     heldout = [s for s in samples if s.scene_id in set(val_ids)]
     if script.max_train_samples:
         train = train[: script.max_train_samples]
+    if not train:
+        raise ValueError(f"{script.data}: no training sample left ({len(samples)} samples, val_scenes={script.val_scenes!r})")
+    check_annotations(columns, [s.annotation for s in train], script.data, args)
+    return train, heldout, train_ids, val_ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    script, args = TrlParser((ScriptArguments, DistillConfig)).parse_args_and_config(argv)
+    if script.num_threads > 0:
+        torch.set_num_threads(script.num_threads)
+    train, heldout, train_ids, val_ids = load_training_data(script, args)
     n_ann = sum(s.annotation is not None for s in train)
     print(f"{len(train)} training samples ({n_ann} annotated) from {train_ids}; {len(heldout)} held-out from {val_ids}")
 
     model, processor = build_student(args, train)
     n_all = sum(p.numel() for p in model.parameters())
+    enable_gradient_checkpointing(model, args)
     if args.use_lora:
         model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout,
                            [t for t in args.lora_target_modules.split(",") if t], args.quantization)
@@ -95,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     metrics = trainer.evaluate() if heldout else {}
 
+    if not trainer.is_world_process_zero():
+        return 0
     out = Path(args.output_dir)
-    if args.quantization is not None:  # 4/8-bit base weights cannot be merged exactly
-        print("QLoRA: saving the adapter checkpoint (adapters + fully trained heads) only")
-    final = merge_lora(model) if args.use_lora and args.quantization is None else model
-    final.save_pretrained(out)
+    if args.quantization is not None:  # 4/8-bit base weights cannot hold an exact merge
+        model.save_pretrained(out / "adapter")
+        print(f"QLoRA: adapter checkpoint in {out / 'adapter'}; merging it into a full-precision copy of {args.backbone_path}")
+        final = export_qlora(model, args, out / "adapter")
+    else:
+        final = merge_lora(model) if args.use_lora else model
+    final.float().save_pretrained(out)
     processor.save_pretrained(out)
     report = {"val_scenes": val_ids, "eval_losses": metrics, "log_history": trainer.state.log_history}
-    if script.eval_open_loop and heldout and not args.quantization:
+    if script.eval_open_loop and heldout:
         from dsdrive.open_loop import evaluate_planner
         from dsdrive.planners.student import StudentPlanner
 
