@@ -18,15 +18,8 @@ and calibration we do it the other way round, exactly:
 4. everything else is **unmatched** and counted by reason (no camera/box, unknown camera, no
    visible agent, too far).
 
-Diff_Risk: RSD reports annotation consistency as "Diff_Risk" but gives no formula (checked
-against the paper: ``shared/research/papers.md`` records "formula not found"). :func:`diff_risk` defines it here,
-between two risk annotations of the same samples, on matched agent ids:
-
-* ``mae``: mean over samples of the mean |r_a - r_b| over the agents either annotation rates,
-  a missing rating counting as 0 (so "one says 0.8, the other ignores it" costs 0.8);
-* ``kendall_tau``: mean over samples (with >= 2 agents rated by both) of Kendall's tau-b
-  between the two risk vectors on the agents both rate;
-* ``top1_agreement``: share of samples (both non-empty) whose rank-1 agent is the same.
+Diff_Risk (the consistency of two risk annotations) is defined once in
+:mod:`dsdrive.metrics.risk` and re-exported here as :func:`diff_risk`.
 """
 
 from __future__ import annotations
@@ -38,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from dsdrive.annotation import Annotation
+from dsdrive.metrics.risk import diff_risk  # noqa: F401  (re-export)
 from dsdrive.camera import box_iou_2d, project_boxes_to_camera
 from dsdrive.types import PlanningSample
 
@@ -174,46 +168,3 @@ def align_annotation(annotation: Annotation, sample: PlanningSample, **kwargs) -
                 items[i] = items[i].model_copy(update={"agent_id": aid, **extra})
         update[name] = items
     return annotation.model_copy(update=update), stats
-
-
-def _agent_risks(a: Annotation) -> dict[str, float]:
-    return {r.agent_id: r.risk for r in a.risks if r.agent_id is not None}
-
-
-def diff_risk(first: list[Annotation], second: list[Annotation]) -> dict:
-    """Diff_Risk between two risk annotations of the same samples (definition: module docstring).
-
-    Args:
-        first, second: annotations with ``risks[*].agent_id`` filled (e.g. by
-            :func:`align_annotation`); paired by ``sample_id``, samples in only one are ignored.
-
-    Returns:
-        ``{"samples", "mae", "kendall_tau", "kendall_samples", "top1_agreement", "top1_samples"}``;
-        a statistic with no sample to average is ``None``.
-    """
-    from scipy.stats import kendalltau
-
-    b_by_id = {a.sample_id: a for a in second}
-    maes, taus, top1 = [], [], []
-    for a in first:
-        b = b_by_id.get(a.sample_id)
-        if b is None:
-            continue
-        ra, rb = _agent_risks(a), _agent_risks(b)
-        union = sorted(set(ra) | set(rb))
-        if union:
-            maes.append(float(np.mean([abs(ra.get(k, 0.0) - rb.get(k, 0.0)) for k in union])))
-        both = sorted(set(ra) & set(rb))
-        if len(both) >= 2:
-            tau = kendalltau([ra[k] for k in both], [rb[k] for k in both]).statistic
-            if np.isfinite(tau):
-                taus.append(float(tau))
-        if ra and rb:
-            top_a = min((r for r in a.risks if r.agent_id), key=lambda r: r.rank).agent_id
-            top_b = min((r for r in b.risks if r.agent_id), key=lambda r: r.rank).agent_id
-            top1.append(top_a == top_b)
-    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
-    return {
-        "samples": len(maes), "mae": mean(maes), "kendall_tau": mean(taus), "kendall_samples": len(taus),
-        "top1_agreement": mean(top1), "top1_samples": len(top1),
-    }

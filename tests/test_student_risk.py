@@ -12,7 +12,8 @@ from helpers_student import one_thread  # noqa: F401
 
 from dsdrive.student.bev import BevGrid, rasterize_risk, scatter_to_bev
 from dsdrive.student.deformable_attention import DeformableAttention2D
-from dsdrive.student.risk_head import RiskHead, diff_risk, diff_risk_agents, risk_l1_loss
+from dsdrive.metrics.risk import diff_risk_agents, diff_risk_map
+from dsdrive.student.risk_head import RiskHead, risk_l1_loss
 from dsdrive.types import Agents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,11 +111,13 @@ def test_risk_head_range_and_loss():
 def test_diff_risk():
     a = np.zeros((4, 4), np.float32)
     b = np.zeros((4, 4), np.float32)
-    assert diff_risk(a, b) == 0.0
+    assert diff_risk_map(a, b) == 0.0
     a[0, 0], b[0, 0], b[1, 1] = 0.8, 0.6, 0.4
-    assert diff_risk(a, b) == pytest.approx((0.2 + 0.4) / 2)  # union of supports: 2 cells
-    assert diff_risk(a, a) == 0.0
+    assert diff_risk_map(a, b) == pytest.approx((0.2 + 0.4) / 2)  # union of supports: 2 cells
+    assert diff_risk_map(a, a) == 0.0
     with pytest.raises(ValueError):
-        diff_risk(a, np.zeros((3, 3)))
-    assert diff_risk_agents({"x": 0.8, "y": 0.1}, {"x": 0.5, "z": 1.0}) == pytest.approx(0.3)
-    assert math.isnan(diff_risk_agents({"x": 0.8}, {"z": 0.8}))
+        diff_risk_map(a, np.zeros((3, 3)))
+    # union of rated agents, a missing rating counts as 0: (|0.8-0.5| + |0.1-0| + |0-1.0|) / 3
+    assert diff_risk_agents({"x": 0.8, "y": 0.1}, {"x": 0.5, "z": 1.0}) == pytest.approx(1.4 / 3)
+    assert diff_risk_agents({"x": 0.8}, {"z": 0.8}) == pytest.approx(0.8)
+    assert math.isnan(diff_risk_agents({}, {}))

@@ -2,15 +2,14 @@
 
 RSD adds a RiskHead to the planner's BEV features: deformable attention, then a per-cell risk
 map R in [0, 1], trained with L_risk = ||R_pred - R_gt||_1 against the VLM's per-object risk
-matched to BEV cells; consistency of two risk annotations is measured by Diff_Risk. RSD does
-not publish the Diff_Risk formula: :func:`diff_risk` and :func:`diff_risk_agents` are ours.
+matched to BEV cells; consistency of two risk annotations is measured by Diff_Risk, which RSD
+names without a formula: dsdrive's definition is :mod:`dsdrive.metrics.risk`.
 
 Shapes: BEV features (B, C, H, W); risk maps (B, H, W); grid layout in :mod:`dsdrive.student.bev`.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -84,36 +83,3 @@ def risk_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     if footprint_weight and bool(fp.any()):
         loss = loss + footprint_weight * err[fp].mean()
     return loss
-
-
-def diff_risk(risk_a: np.ndarray | torch.Tensor, risk_b: np.ndarray | torch.Tensor, threshold: float = 0.0) -> float:
-    """Diff_Risk between two BEV risk maps (our definition; RSD, arXiv 2511.14499, names the metric
-    but does not publish its formula).
-
-    ``Diff_Risk = mean over cells where risk_a > threshold or risk_b > threshold of |risk_a - risk_b|``:
-    the mean absolute risk disagreement over the union of the two risk supports, so large empty
-    areas do not dilute it. 0.0 when both maps are empty. Lower is more consistent.
-
-    Args:
-        risk_a, risk_b: (H, W) or (B, H, W) maps in [0, 1] on the same grid.
-
-    Raises:
-        ValueError: shapes differ.
-    """
-    a = torch.as_tensor(risk_a, dtype=torch.float32)
-    b = torch.as_tensor(risk_b, dtype=torch.float32)
-    if a.shape != b.shape:
-        raise ValueError(f"diff_risk: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
-    support = (a > threshold) | (b > threshold)
-    if not bool(support.any()):
-        return 0.0
-    return float((a - b).abs()[support].mean())
-
-
-def diff_risk_agents(risks_a: dict[str, float], risks_b: dict[str, float]) -> float:
-    """Per-object Diff_Risk (our definition, RSD arXiv 2511.14499): mean |risk_a - risk_b| over the
-    agent ids both annotations score. NaN when they share no agent (undefined, not zero)."""
-    shared = sorted(set(risks_a) & set(risks_b))
-    if not shared:
-        return float("nan")
-    return float(np.mean([abs(float(risks_a[k]) - float(risks_b[k])) for k in shared]))
