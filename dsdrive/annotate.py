@@ -261,10 +261,8 @@ def merge(data_dir: str | Path, ann_dir: str | Path, out_dir: str | Path) -> dic
     Raises:
         ValueError: ``out_dir`` is ``data_dir``; FileNotFoundError: no dataset / no shards.
     """
-    import shutil
-
     from dsdrive.annotation_store import list_shards
-    from dsdrive.dataset import load_dataset_dir
+    from dsdrive.dataset import load_dataset_dir, save_dataset_atomic
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if out_dir.resolve() == data_dir.resolve():
@@ -281,13 +279,7 @@ def merge(data_dir: str | Path, ann_dir: str | Path, out_dir: str | Path) -> dic
         return batch
 
     merged = ds.map(join, batched=True, features=ds.features, desc="merge annotations")
-    tmp = out_dir.with_name(out_dir.name + ".tmp-write")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    merged.save_to_disk(str(tmp))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    save_dataset_atomic(merged, out_dir)
     with_ann = sum(1 for sid in ids if sid in payload)
     stats = {
         "samples": len(ids), "with_annotation": with_ann, "without_annotation": len(ids) - with_ann,

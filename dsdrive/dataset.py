@@ -6,6 +6,7 @@ The row layout is :meth:`dsdrive.types.PlanningSample.to_row`; the schema is
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -60,26 +61,24 @@ def samples_to_dataset(samples: Iterable[PlanningSample]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=planning_features())
 
 
-def save_samples(samples: Iterable[PlanningSample], out_dir: str | Path) -> datasets.Dataset:
-    """Write samples to ``out_dir`` with ``Dataset.save_to_disk`` and return the dataset.
-
-    The folder is written beside a temporary name and renamed into place, so an interrupted
-    build never leaves a half-written dataset under ``out_dir``.
-    """
+def save_dataset_atomic(ds: datasets.Dataset, out_dir: str | Path) -> datasets.Dataset:
+    """``Dataset.save_to_disk`` into ``out_dir`` through a sibling temporary folder and a rename,
+    so an interrupted write never leaves a half-written dataset under ``out_dir``."""
     out_dir = Path(out_dir)
-    ds = samples_to_dataset(samples)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp-write")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     ds.save_to_disk(str(tmp))
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return ds
+
+
+def save_samples(samples: Iterable[PlanningSample], out_dir: str | Path) -> datasets.Dataset:
+    """Write samples to ``out_dir`` (atomically, :func:`save_dataset_atomic`) and return the dataset."""
+    return save_dataset_atomic(samples_to_dataset(samples), out_dir)
 
 
 def load_dataset_dir(data_dir: str | Path) -> datasets.Dataset:
