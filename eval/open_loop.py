@@ -23,23 +23,7 @@ from pathlib import Path
 
 from dsdrive.dataset import load_dataset_dir, load_samples
 from dsdrive.open_loop import PROTOCOL_TITLES, evaluate_planner, render_markdown, select_scenes, write_report
-from dsdrive.planners.registry import load_planner, needs_checkpoint, planner_names
-
-
-def parse_checkpoints(values: list[str], planners: list[str]) -> dict[str, str]:
-    """``--checkpoint`` values -> {planner: dir}. ``NAME=DIR``, or a bare ``DIR`` when exactly one
-    requested planner needs a checkpoint."""
-    out: dict[str, str] = {}
-    trained = [p for p in planners if needs_checkpoint(p)]
-    for v in values:
-        name, sep, path = v.partition("=")
-        if sep and name in planner_names():
-            out[name] = path
-        elif len(trained) == 1:
-            out[trained[0]] = v
-        else:
-            raise SystemExit(f"--checkpoint {v}: say which planner it is for (NAME=DIR); planners needing one: {trained}")
-    return out
+from dsdrive.planners.registry import load_planner, parse_checkpoints, planner_names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="report FILE.json; FILE.md is written beside it")
     args = ap.parse_args(argv)
 
-    checkpoints = parse_checkpoints(args.checkpoint, args.planner)
+    try:
+        checkpoints = parse_checkpoints(args.checkpoint, args.planner)
+    except ValueError as e:
+        ap.error(str(e))
     scene_ids = list(load_dataset_dir(args.data)["scene_id"])
     scenes = select_scenes(scene_ids, args.scenes)
     samples = load_samples(args.data, scenes=scenes)

@@ -4,6 +4,7 @@ chromium and the CLI. Few scenes and few steps; the 8-scene log replay is ``slow
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import subprocess
@@ -165,3 +166,42 @@ def test_log_replay_all_real_scenes(tmp_path):
     assert len(ms) == 8 and all(m["status"] == "ok" for m in ms)
     assert all(m["route_completion"] >= 0.9 for m in ms)
     assert not any(m["collision_vehicle"] or m["collision_pedestrian"] or m["collision_object"] for m in ms)
+
+
+def test_cli_checkpoint_per_planner_and_ego_mlp_training(tmp_path, capsys):
+    """``--checkpoint NAME=DIR`` per planner, a bare DIR for a single trained planner, and ego_mlp
+    trained on the training scenes of ``--data`` when no checkpoint is given."""
+    from dsdrive.dataset import save_samples
+    from dsdrive.metrics.synthetic import random_samples
+    from dsdrive.splits import DEFAULT_VAL_SCENES
+    from eval.closed_loop import main
+
+    samples = random_samples(24, seed=3, num_scenes=2)
+    names = ["scene-a", DEFAULT_VAL_SCENES[0]]
+    for s in samples:
+        s.inputs.scene_id = names[int(s.inputs.scene_id.rsplit("-", 1)[1])]
+    save_samples(samples, tmp_path / "data")
+    common = ["--scenarios", str(DATA), "--scenes", "scene-1100", "--max-steps", "10", "--no-progress"]
+
+    assert main([*common, "--planner", "ego_mlp", "student", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o1")]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err  # a bare DIR is ambiguous with two trained planners
+    assert main([*common, "--planner", "ego_mlp", "--out", str(tmp_path / "o2")]) == 2
+    assert "--train-ego-mlp-if-missing" in capsys.readouterr().err
+    assert main([*common, "--planner", "ego_mlp", "--train-ego-mlp-if-missing", "--out", str(tmp_path / "o3")]) == 2
+    assert "needs --data" in capsys.readouterr().err
+
+    out = tmp_path / "o4"
+    assert main([*common, "--planner", "log_replay", "ego_mlp", "--data", str(tmp_path / "data"), "--train-ego-mlp-if-missing",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on training scenes ['scene-a']" in printed and "ego_mlp: RC" in printed
+    ckpt = out / "ego_mlp_trained"
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["checkpoint"] == {"ego_mlp": str(ckpt)}
+    assert report["planners"]["ego_mlp"]["aggregate"]["ran"] == 1
+
+    for value in (f"ego_mlp={ckpt}", str(ckpt)):  # NAME=DIR, and a bare DIR with one trained planner
+        out = tmp_path / f"o5_{len(value)}"
+        assert main([*common, "--planner", "constant_velocity", "ego_mlp", "--checkpoint", value, "--out", str(out)]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["config"]["checkpoint"] == {"ego_mlp": str(ckpt)} and set(report["planners"]) == {"constant_velocity", "ego_mlp"}

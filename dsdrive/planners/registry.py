@@ -57,3 +57,23 @@ def load_planner(name: str, checkpoint: str | Path | None = None, **kw) -> Plann
     if checkpoint is not None:
         raise ValueError(f"planner {name!r} takes no checkpoint (got {checkpoint})")
     return cls(**kw)
+
+
+def parse_checkpoints(values: list[str], planners: list[str]) -> dict[str, str]:
+    """``--checkpoint`` values -> {planner: dir}. ``NAME=DIR``, or a bare ``DIR`` when exactly one
+    requested planner needs a checkpoint.
+
+    Raises:
+        ValueError: a bare ``DIR`` while several requested planners need a checkpoint.
+    """
+    out: dict[str, str] = {}
+    trained = [p for p in planners if needs_checkpoint(p)]
+    for v in values:
+        name, sep, path = v.partition("=")
+        if sep and name in planner_names():
+            out[name] = path
+        elif len(trained) == 1:
+            out[trained[0]] = v
+        else:
+            raise ValueError(f"--checkpoint {v}: say which planner it is for (NAME=DIR); planners needing one: {trained}")
+    return out

@@ -129,6 +129,18 @@ def comfort_signals(ego_xy: np.ndarray, ego_yaw: np.ndarray) -> dict[str, np.nda
     }
 
 
+def comfort_bounds_ok(sig: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per nuPlan bound, (S,) bool: whether :func:`comfort_signals` output stays within it
+    (:data:`COMFORT`). Keys: lon_accel, lat_accel, jerk, yaw_rate, yaw_accel."""
+    return {
+        "lon_accel": (sig["lon_accel"] >= COMFORT["min_lon_accel"]) & (sig["lon_accel"] <= COMFORT["max_lon_accel"]),
+        "lat_accel": np.abs(sig["lat_accel"]) <= COMFORT["max_abs_lat_accel"],
+        "jerk": sig["jerk"] <= COMFORT["max_abs_jerk"],
+        "yaw_rate": np.abs(sig["yaw_rate"]) <= COMFORT["max_abs_yaw_rate"],
+        "yaw_accel": np.abs(sig["yaw_accel"]) <= COMFORT["max_abs_yaw_accel"],
+    }
+
+
 def _route_progress(route: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Arc length (m) of the projection of points (N, 2) on a polyline (R, 2)."""
     if len(route) < 2:
@@ -248,9 +260,7 @@ def scenario_metrics(sr) -> dict:
     ttc_step = _ttc_violation(sr, speeds)
     ttc = 1.0 if ttc_step is None else 0.0
     sig = comfort_signals(sr.ego_xy, sr.ego_yaw)
-    ok = ((sig["lon_accel"] >= COMFORT["min_lon_accel"]) & (sig["lon_accel"] <= COMFORT["max_lon_accel"])
-          & (np.abs(sig["lat_accel"]) <= COMFORT["max_abs_lat_accel"]) & (sig["jerk"] <= COMFORT["max_abs_jerk"])
-          & (np.abs(sig["yaw_rate"]) <= COMFORT["max_abs_yaw_rate"]) & (np.abs(sig["yaw_accel"]) <= COMFORT["max_abs_yaw_accel"]))
+    ok = np.logical_and.reduce(list(comfort_bounds_ok(sig).values()))
     comfort = float(ok.all())
     hard = sig["lon_accel"] < COMFORT["min_lon_accel"]
     if hard.any():
