@@ -14,17 +14,13 @@ planner latency, and the ratio planner / log replay. Figures are printed, never 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dsdrive.sim.rollout import RolloutConfig, make_env, rollout_scenario  # noqa: E402
-from dsdrive.sim.scenario_index import prepare_working_copy  # noqa: E402
+from dsdrive.sim.rollout import RolloutConfig, make_env, rollout_scenario
+from dsdrive.sim.scenario_index import prepare_working_copy
 
 
 def _run(work, planner, config, repeats: int) -> tuple[float, int, list[float]]:

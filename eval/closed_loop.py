@@ -37,12 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dsdrive.sim.closed_loop_metrics import aggregate, scenario_metrics  # noqa: E402
-from dsdrive.sim.report import write_report  # noqa: E402
-from dsdrive.sim.rollout import RolloutConfig, run_closed_loop  # noqa: E402
-from dsdrive.sim.scenario_index import prepare_working_copy  # noqa: E402
+from dsdrive.sim.closed_loop_metrics import aggregate, scenario_metrics
+from dsdrive.sim.report import write_report
+from dsdrive.sim.rollout import RolloutConfig, run_closed_loop
+from dsdrive.sim.scenario_index import prepare_working_copy
 
 LOG_REPLAY = "log_replay"
 

@@ -19,7 +19,6 @@ Nothing here ever downloads.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -44,7 +44,7 @@ from dsdrive.sim.adapter import AgentState, EgoState, MapCache, agent_type_of, b
 from dsdrive.sim.controller import WaypointController
 from dsdrive.sim.explain import describe_plan
 from dsdrive.sim.scenario_index import WorkingCopy
-from dsdrive.types import FUTURE_STEPS, STEP_SECONDS
+from dsdrive.types import FUTURE_STEPS
 
 SIM_DT = 0.1
 TAIL_TRIM_STEPS = 5
