@@ -49,6 +49,10 @@ class StudentConfig(PretrainedConfig):
         use_meta_action_head: add a classifier over BEHAVIOURS x SPEEDS (36 classes).
         loss_weights: dict over :data:`DEFAULT_LOSS_WEIGHTS` keys; missing keys take the default.
         position_scale: metres dividing positions before the encoder MLPs.
+        waypoint_offset_scale: metres per unit of the waypoint head's regression output.
+        waypoint_cv_gate_init: initial pull of each mode towards the ego's constant-velocity
+            rollout (0 = anchors + offsets only), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
+        waypoint_use_ego: feed the ego kinematics straight to the waypoint head (and the CV prior).
     """
 
     model_type = "dsdrive_student"
@@ -82,6 +86,9 @@ class StudentConfig(PretrainedConfig):
         num_meta_actions: int = len(BEHAVIOURS) * len(SPEEDS),
         loss_weights: dict | None = None,
         position_scale: float = 50.0,
+        waypoint_offset_scale: float = 2.0,
+        waypoint_cv_gate_init: float = 0.5,
+        waypoint_use_ego: bool = True,
         **kwargs,
     ):
         if backbone_config is None:
@@ -123,6 +130,9 @@ class StudentConfig(PretrainedConfig):
             raise ValueError(f"StudentConfig: field 'loss_weights' has unknown keys {sorted(unknown)}; known {sorted(DEFAULT_LOSS_WEIGHTS)}")
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
         self.position_scale = position_scale
+        self.waypoint_offset_scale = float(waypoint_offset_scale)
+        self.waypoint_cv_gate_init = float(waypoint_cv_gate_init)
+        self.waypoint_use_ego = bool(waypoint_use_ego)
         super().__init__(**kwargs)
 
     @property

@@ -13,6 +13,9 @@ position ids = cumulative count of real tokens, so padding never shifts a positi
 The 18 planning queries (one per (command, mode), :data:`dsdrive.types.COMMANDS` order, each a
 learned embedding plus an embedding of its vocabulary anchor) see the scene and the prompt; the
 reasoning tokens see the queries too, so the text explains the plan that the queries carry.
+The waypoint head also reads the ego's current kinematics (``batch["ego"]``, no future) directly:
+each mode is pulled towards the constant-velocity rollout and the mode logits get a CV-consistency
+prior (see :class:`dsdrive.student.waypoint_head.WaypointHead`).
 :meth:`StudentModel.plan` is ONE forward pass over [scene][prompt][queries] (never generation);
 :meth:`StudentModel.explain` continues greedily after the queries with a KV cache.
 
@@ -130,7 +133,8 @@ class StudentModel(PreTrainedModel):
                                           config.num_map_types, config.num_commands, self.grid, config.position_scale)
         self.scene_proj = nn.Sequential(nn.Linear(config.scene_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.planning_queries = PlanningQueries(config.num_queries, hidden, config.future_steps)
-        self.waypoint_head = WaypointHead(hidden, config.num_commands, config.num_modes, config.future_steps)
+        self.waypoint_head = WaypointHead(hidden, config.num_commands, config.num_modes, config.future_steps,
+                                          config.waypoint_offset_scale, config.waypoint_cv_gate_init)
         self.risk_head = RiskHead(config.scene_dim, config.bev_height, config.bev_width, config.risk_layers, config.risk_heads,
                                   config.risk_points, config.risk_query_stride)
         self.meta_action_head = (nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.num_meta_actions))
@@ -188,10 +192,10 @@ class StudentModel(PreTrainedModel):
                                           past_key_values=past, use_cache=use_cache)
         return out.last_hidden_state, out.past_key_values
 
-    def _heads(self, query_states: torch.Tensor, command: torch.Tensor):
+    def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None):
         head_dtype = next(self.waypoint_head.parameters()).dtype
         q = query_states.to(head_dtype)
-        waypoints, logits = self.waypoint_head(q, self.anchors)
+        waypoints, logits = self.waypoint_head(q, self.anchors, ego if self.config.waypoint_use_ego else None)
         meta = None
         if self.meta_action_head is not None:
             pooled = select_command(q.reshape(q.shape[0], self.config.num_commands, self.config.num_modes, -1), command).mean(1)
@@ -228,7 +232,7 @@ class StudentModel(PreTrainedModel):
             embeds = torch.cat([embeds, self._embed(reasoning_ids)], 1)
             mask = torch.cat([mask, rmask], 1)
         hidden, _ = self._decode(embeds, mask)
-        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command)
+        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
         risk_map = self.risk_head(bev)
         out = StudentOutput(waypoints=waypoints, mode_logits=logits, risk_map=risk_map, meta_action_logits=meta)
         w = self.config.loss_weights
@@ -263,9 +267,9 @@ class StudentModel(PreTrainedModel):
         inputs = batch if isinstance(batch, (list, tuple)) else [batch]
         return self._as_batch(processor(inputs), None)
 
-    def _plan_from(self, hidden, q0, bev, command) -> PlanOutput:
+    def _plan_from(self, hidden, q0, bev, command, ego=None) -> PlanOutput:
         nq = self.config.num_queries
-        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command)
+        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
         modes, mlog = select_command(waypoints, command), select_command(logits, command)
         best = mlog.argmax(-1)
         modes3 = with_heading(modes)
@@ -286,7 +290,7 @@ class StudentModel(PreTrainedModel):
         batch = self._as_batch(batch, processor)
         embeds, mask, bev, q0 = self._prefix(batch)
         hidden, _ = self._decode(embeds, mask)
-        return self._plan_from(hidden, q0, bev, batch["command"])
+        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"])
 
     @torch.no_grad()
     def generate_reasoning(self, embeds, mask, max_new_tokens: int, eos_token_id: int | None):
@@ -321,7 +325,7 @@ class StudentModel(PreTrainedModel):
             eos_token_id = eos_token_id[0] if isinstance(eos_token_id, (list, tuple)) else eos_token_id
         embeds, mask, bev, q0 = self._prefix(batch)
         hidden, ids = self.generate_reasoning(embeds, mask, max_new_tokens, eos_token_id)
-        return self._plan_from(hidden, q0, bev, batch["command"]), ids
+        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"]), ids
 
     @torch.no_grad()
     def explain(self, batch, processor=None, max_new_tokens: int = 128, eos_token_id: int | None = None) -> torch.Tensor:

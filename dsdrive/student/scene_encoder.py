@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dsdrive.student.bev import BevGrid, agent_points, scatter_to_bev
+from dsdrive.student.waypoint_head import STATUS_SCALE
 
 EGO_FEATURES = 28
 """ego vector: ego_status (6), ego_status_mask (6), ego_history x, y, heading (4 x 3) flattened,
@@ -95,7 +96,7 @@ class SceneEncoder(nn.Module):
         status, smask = ego[:, :6], ego[:, 6:12]
         hist, hmask = ego[:, 12:24].reshape(-1, 4, 3), ego[:, 24:28]
         h = torch.cat([hist[..., :2] / self.scale, hist[..., 2:].cos(), hist[..., 2:].sin()], -1) * hmask[..., None]
-        x = torch.cat([status * smask / 10, smask, h.flatten(1), hmask], -1)
+        x = torch.cat([status * smask / status.new_tensor(STATUS_SCALE), smask, h.flatten(1), hmask], -1)
         return self.ego_mlp(x) + self.command(command)
 
     def forward(self, agents, agent_types, agents_mask, map_points, map_types, map_mask, ego, command):
@@ -118,7 +119,7 @@ class SceneEncoder(nn.Module):
         return tokens, mask, self._bev(tokens, agents, agents_mask, map_points, map_mask)
 
     def _bev(self, tokens, agents, agents_mask, map_points, map_mask) -> torch.Tensor:
-        b, n, m = tokens.shape[0], agents.shape[1], map_points.shape[1]
+        b, n = tokens.shape[0], agents.shape[1]
         ego_box = tokens.new_tensor([0, 0, 0, EGO_LENGTH_M, EGO_WIDTH_M, 1.5, 0]).expand(b, 1, 7)
         ag_pts = agent_points(torch.cat([ego_box, agents[..., :7]], 1))  # (B, 1+N, 5, 2)
         ag_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), agents_mask.bool()], 1)

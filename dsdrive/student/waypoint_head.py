@@ -11,39 +11,91 @@ y left, metres) at +0.5 ... +3.0 s.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 
+EGO_KINEMATIC_FEATURES = 10
+"""Ego kinematics fed straight to the waypoint head (:func:`ego_kinematics`): vx, vy (m/s / 10),
+ax, ay (m/s^2 / 3), yaw rate (rad/s / 0.5), steering (rad), and the 4 masks of vx, vy, ax, ay."""
+STATUS_SCALE = (10.0, 10.0, 3.0, 3.0, 0.5, 1.0)
+"""Divisors of :data:`dsdrive.types.EGO_STATUS_FIELDS` bringing each to O(1)."""
+
+
+def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = 6, dt: float = 0.5) -> torch.Tensor:
+    """Constant-velocity rollout of the ego's CURRENT velocity (no future input): (B, 28) ego vector
+    (:data:`dsdrive.student.scene_encoder.EGO_FEATURES` layout, vx, vy first, their masks at 6, 7)
+    -> (B, T, 2) cumulative x, y (metres, ego frame) at +dt ... +T*dt s; 0 where vx/vy is missing.
+    The standard open-loop CV baseline (AD-MLP, arXiv 2305.10430)."""
+    v = ego[:, :2] * ego[:, 6:8]
+    t = torch.arange(1, future_steps + 1, device=ego.device, dtype=ego.dtype) * dt
+    return v[:, None, :] * t[None, :, None]
+
+
+def ego_kinematics(ego: torch.Tensor) -> torch.Tensor:
+    """(B, 28) ego vector -> (B, 10) normalised kinematics (:data:`EGO_KINEMATIC_FEATURES`)."""
+    status = ego[:, :6] * ego[:, 6:12] / ego.new_tensor(STATUS_SCALE)
+    return torch.cat([status, ego[:, 6:10]], -1)
+
+
 class WaypointHead(nn.Module):
-    """(B, K*M, H) query hidden states -> offsets (B, K, M, T, 2) and mode logits (B, K, M).
+    """(B, K*M, H) query hidden states (+ ego kinematics) -> waypoints (B, K, M, T, 2), logits (B, K, M).
+
+    Each mode's plan is its anchor pulled towards the ego's constant-velocity rollout and then
+    refined: ``w = a + g * (cv - a) + s * reg(h)`` with a per-(mode, step, axis) gate
+    ``g = sigmoid(gate)`` (learned, initialised at ``gate_init``) and offsets scaled by
+    ``offset_scale`` metres, so the current velocity, the strongest open-loop cue (AD-MLP,
+    arXiv 2305.10430), is expressible from step 0 while the k-means anchors (DistillDrive) keep the
+    modes apart. The mode logits see the query state, the ego kinematics and the anchor's L2 to
+    the CV rollout (a learned-temperature prior favouring the mode consistent with the current
+    speed). Without ``ego`` the gate and the kinematic terms are off (plain anchor + offset).
 
     Args:
         hidden_size: H, the backbone hidden size.
         num_commands, num_modes, future_steps: K, M, T (3, 6, 6).
+        offset_scale: metres per unit of the regression output.
+        gate_init: initial gate in (0, 1); 0 disables the CV pull (parameters still exist).
     """
 
-    def __init__(self, hidden_size: int, num_commands: int, num_modes: int, future_steps: int):
+    def __init__(self, hidden_size: int, num_commands: int, num_modes: int, future_steps: int, offset_scale: float = 1.0,
+                 gate_init: float = 0.5):
         super().__init__()
         self.k, self.m, self.t = num_commands, num_modes, future_steps
+        self.offset_scale = float(offset_scale)
         self.norm = nn.LayerNorm(hidden_size)
+        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES, hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU())
         self.reg = nn.Linear(hidden_size, future_steps * 2)
         self.cls = nn.Linear(hidden_size, 1)
         nn.init.normal_(self.reg.weight, std=0.01)  # start near the anchors
         nn.init.zeros_(self.reg.bias)
+        g = min(max(float(gate_init), 1e-4), 1 - 1e-4)
+        self.gate = nn.Parameter(torch.full((num_commands * num_modes, future_steps, 2), math.log(g / (1 - g))))
+        self.gate_enabled = gate_init > 0
+        self.prior_temp = nn.Parameter(torch.tensor(0.0))  # logit bias = -exp(temp) * mean L2(anchor, cv)
 
-    def forward(self, query_states: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: query_states (B, K*M, H); anchors (K, M, T, 2) metres.
+    def forward(self, query_states: torch.Tensor, anchors: torch.Tensor, ego: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: query_states (B, K*M, H); anchors (K, M, T, 2) metres; ego (B, 28) ego vector or None.
 
         Returns:
-            waypoints (B, K, M, T, 2) = anchors + offsets (metres, ego frame), logits (B, K, M).
+            waypoints (B, K, M, T, 2) metres ego frame, logits (B, K, M).
         """
         b = query_states.shape[0]
-        h = self.mlp(self.norm(query_states))
-        offsets = self.reg(h).reshape(b, self.k, self.m, self.t, 2)
+        x = self.norm(query_states)
+        if ego is not None:
+            x = x + self.ego_proj(ego_kinematics(ego.to(x.dtype)))[:, None]
+        h = self.mlp(x)
+        offsets = self.reg(h).reshape(b, self.k, self.m, self.t, 2) * self.offset_scale
         logits = self.cls(h).reshape(b, self.k, self.m)
-        return anchors[None].to(offsets.dtype) + offsets, logits
+        a = anchors[None].to(offsets.dtype)
+        if ego is None:
+            return a + offsets, logits
+        cv = constant_velocity_rollout(ego.to(offsets.dtype), self.t)[:, None, None]  # (B, 1, 1, T, 2)
+        logits = logits - self.prior_temp.exp() * (a - cv).norm(dim=-1).mean(-1)
+        base = a + torch.sigmoid(self.gate).reshape(1, self.k, self.m, self.t, 2) * (cv - a) if self.gate_enabled else a
+        return base + offsets, logits
 
 
 def select_command(x: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
