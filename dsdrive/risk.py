@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsdrive.types import STEP_SECONDS, PlanningSample
+from dsdrive.types import AGENT_FUTURE_STEPS, STEP_SECONDS, PlanningSample
 
 EGO_LENGTH_M = 4.084
 EGO_WIDTH_M = 1.85
@@ -116,8 +116,8 @@ def agent_positions(
     velocity, and the (N, horizon_steps + 1) bool mask of ground-truth (not filled) steps."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
     n = boxes.shape[0]
-    fut = np.asarray(agent_futures, np.float64).reshape(n, -1, 3)[:, :horizon_steps, :2]
-    fmask = np.asarray(agent_future_masks, bool).reshape(n, -1)[:, :horizon_steps] & np.isfinite(fut).all(-1)
+    fut = np.asarray(agent_futures, np.float64).reshape(n, AGENT_FUTURE_STEPS, 3)[:, :horizon_steps, :2]
+    fmask = np.asarray(agent_future_masks, bool).reshape(n, AGENT_FUTURE_STEPS)[:, :horizon_steps] & np.isfinite(fut).all(-1)
     if fut.shape[1] < horizon_steps:
         raise ValueError(f"agent_futures: {fut.shape[1]} steps < horizon_steps={horizon_steps}")
     pos = np.zeros((n, horizon_steps + 1, 2))

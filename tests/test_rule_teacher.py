@@ -111,6 +111,14 @@ def test_rule_teacher_synthetic_annotation():
     assert "pedestrian crossing" in ann.scene_summary.lower()
 
 
+def test_rule_teacher_with_no_agents():
+    """An empty road (seen in MetaDrive procedural scenes) is annotated, not failed."""
+    (ann,) = RuleTeacher().annotate([make_sample(with_agents=False)])
+    assert isinstance(ann, Annotation), ann
+    assert ann.key_objects == [] and ann.risks == []
+    assert str(ann.meta_action) == "MOVE FORWARD with CONSTANT"
+
+
 def test_rule_teacher_failure_on_masked_future():
     s = make_sample(future_mask=np.zeros(6, bool))
     ok = make_sample("ok")
