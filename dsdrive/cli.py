@@ -3,6 +3,8 @@
 Run as:
     dsdrive build --source scenarionet --input ../shared/data/nuscenes-mini-scenarionet --out data/planning
     dsdrive annotate --teacher rule --data data/planning --out data/annotations
+    dsdrive merge --data data/planning --annotations data/annotations --out data/planning_annotated
+    dsdrive vocab --data data/planning --out data/vocabulary
 
 Each subcommand lives in the module named below and exposes ``main(argv)``; this file only
 dispatches, so ``dsdrive <cmd> --help`` shows that module's own options.
@@ -16,7 +18,8 @@ import sys
 SUBCOMMANDS = {
     "build": ("data_builders.build", "build planning samples from ScenarioNet / nuScenes / DriveLM / MetaDrive"),
     "annotate": ("dsdrive.annotate", "annotate planning samples with a teacher (rule | qwen-vl | openai)"),
-    "merge": ("dsdrive.annotate", "join annotation shards into a planning dataset by sample id (annotate --merge)"),
+    "merge": ("dsdrive.annotate", "join annotation shards into a planning dataset by sample id"),
+    "vocab": ("dsdrive.planning_vocabulary", "rebuild the planning and motion vocabularies (k-means) from the training scenes"),
 }
 
 

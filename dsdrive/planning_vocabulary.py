@@ -53,19 +53,10 @@ class PlanningVocabulary:
             raise ValueError("PlanningVocabulary.fit: no sample with a fully valid ego_future")
         anchors = np.zeros((len(COMMANDS), modes, FUTURE_STEPS, 2), np.float32)
         for ci, command in enumerate(COMMANDS):
-            data = np.stack(futures[command]) if futures[command] else None
-            if data is None:
+            if futures[command]:
+                anchors[ci] = kmeans_anchors(np.stack(futures[command]), modes, seed)
+            else:
                 anchors[ci] = _synthetic_turn_anchors(futures, command, modes)
-                continue
-            flat = data.reshape(len(data), -1)
-            k = min(modes, len(np.unique(flat.round(3), axis=0)))
-            km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(flat)
-            centres = km.cluster_centers_.reshape(k, FUTURE_STEPS, 2)
-            order = np.argsort(centres[:, -1, 0])  # sort modes by travelled distance, for readability
-            centres = centres[order]
-            if k < modes:
-                centres = np.concatenate([centres, centres[np.arange(modes - k) % k]], axis=0)
-            anchors[ci] = centres
         return cls(anchors=anchors, seed=seed)
 
     def save(self, directory: str | Path) -> Path:
@@ -92,6 +83,30 @@ class PlanningVocabulary:
         return cls(anchors=anchors, seed=int(data.get("seed", 0)))
 
 
+def kmeans_anchors(trajectories: np.ndarray, modes: int, seed: int = 0, decimals: int = 3) -> np.ndarray:
+    """k-means centroids of trajectories, sorted by final x, always ``modes`` of them.
+
+    Args:
+        trajectories: (N, T, 2) ego- or agent-frame x, y (m), N >= 1.
+        modes: number of anchors wanted.
+        seed: k-means ``random_state`` (scikit-learn, n_init=10).
+        decimals: rounding used to count distinct trajectories; with fewer distinct ones than
+            ``modes`` the centroids are repeated cyclically.
+
+    Returns:
+        (modes, T, 2) float32 anchors.
+    """
+    data = np.asarray(trajectories, np.float64)
+    n, steps = data.shape[:2]
+    flat = data.reshape(n, -1)
+    k = min(modes, len(np.unique(flat.round(decimals), axis=0)))
+    centres = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(flat).cluster_centers_.reshape(k, steps, 2)
+    centres = centres[np.argsort(centres[:, -1, 0])]  # by travelled distance, for readability
+    if k < modes:
+        centres = np.concatenate([centres, centres[np.arange(modes - k) % k]], axis=0)
+    return centres.astype(np.float32)
+
+
 def _synthetic_turn_anchors(futures: dict, command: str, modes: int) -> np.ndarray:
     """Anchors for a command absent from the data: constant-speed arcs turning left/right.
 
@@ -107,3 +122,39 @@ def _synthetic_turn_anchors(futures: dict, command: str, modes: int) -> np.ndarr
         out[m, :, 0] = v * t
         out[m, :, 1] = sign * 4.0 * (t / t[-1]) ** 2
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dsdrive vocab``: rebuild the planning (3, 6, 6, 2) and motion (classes, 6, 12, 2)
+    vocabularies from the training scenes of a planning dataset and write both JSON files.
+
+    Returns 0; 2 on a missing dataset.
+    """
+    import argparse
+    import sys
+
+    from dsdrive.dataset import load_dataset_dir, load_samples
+    from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
+    from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
+
+    ap = argparse.ArgumentParser(prog="dsdrive vocab", description=main.__doc__)
+    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
+    ap.add_argument("--out", required=True, help="folder for planning_vocabulary.json and motion_vocabulary.json")
+    ap.add_argument("--modes", type=int, default=6, help="planning modes per command")
+    ap.add_argument("--motion-modes", type=int, default=6, help="motion modes per agent class")
+    ap.add_argument("--val-scenes", default=",".join(DEFAULT_VAL_SCENES), help="held-out scenes, never fitted on")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        scene_ids = list(load_dataset_dir(args.data)["scene_id"])
+    except FileNotFoundError as e:
+        print(f"dsdrive vocab: {e}", file=sys.stderr)
+        return 2
+    train_scenes, val_scenes = split_scenes(scene_ids, tuple(v for v in args.val_scenes.split(",") if v))
+    train = load_samples(args.data, scenes=train_scenes)
+    plan = PlanningVocabulary.fit(train, modes=args.modes, seed=args.seed)
+    motion = MotionVocabulary.fit(train, modes=args.motion_modes, seed=args.seed)
+    print(f"fitted on {len(train)} samples of {train_scenes} (held out: {val_scenes})")
+    print(f"planning vocabulary {plan.anchors.shape} -> {plan.save(args.out)}")
+    print(f"motion vocabulary {motion.anchors.shape} -> {motion.save(args.out)}")
+    return 0

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.cluster import KMeans
 
+from dsdrive.planning_vocabulary import kmeans_anchors
 from dsdrive.types import AGENT_FUTURE_STEPS, AGENT_TYPES, PlanningSample
 
 MOTION_VOCAB_FILE = "motion_vocabulary.json"
@@ -58,13 +58,7 @@ class MotionVocabulary:
         for ci, name in enumerate(AGENT_TYPES):
             if not per_class[name]:
                 continue
-            flat = np.stack(per_class[name]).reshape(len(per_class[name]), -1)
-            k = min(modes, len(np.unique(flat.round(2), axis=0)))
-            centres = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(flat).cluster_centers_
-            centres = centres.reshape(k, AGENT_FUTURE_STEPS, 2)
-            centres = centres[np.argsort(centres[:, -1, 0])]
-            if k < modes:
-                centres = np.concatenate([centres, centres[np.arange(modes - k) % k]], axis=0)
+            centres = kmeans_anchors(np.stack(per_class[name]), modes, seed, decimals=2)
             anchors[ci] = centres
         return cls(anchors=anchors, seed=seed)
 
