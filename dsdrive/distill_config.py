@@ -9,6 +9,10 @@ Groups (every field has ``metadata["help"]``):
   encoder, BEV grid, RiskHead, caps, text lengths.
 * **LoRA / QLoRA**: ``use_lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``,
   ``lora_target_modules``, ``quantization``.
+* **Planning KD** (DistillDrive, :mod:`dsdrive.planning_kd`): ``planning_kd_teacher`` (off when
+  empty), ``planning_kd_cache``, ``kd_feature_weight`` (0.5), ``kd_mode_kl_weight``,
+  ``kd_regression_weight`` (0, as published); weights finite and >= 0, the teacher a folder with
+  ``config.json``.
 
 Validation (``__post_init__``, before any model or data is loaded; ``ValueError`` naming the
 field and its value):
@@ -107,7 +111,7 @@ class DistillConfig(TrainingArguments):
     reasoning_ce_weight: float = field(default=1.0, metadata={"help": "token cross-entropy on the teacher chain-of-thought (DSDrive)"})
     risk_l1_weight: float = field(default=1.0, metadata={"help": "L_risk = ||R_pred - R_gt||_1 on the BEV risk map (RSD)"})
     meta_action_ce_weight: float = field(default=0.2, metadata={"help": "meta-action classification (behaviour x speed); 0 disables the term"})
-    risk_footprint_weight: float = field(default=1.0, metadata={"help": "extra L1 weight on agent-footprint cells of the risk map"})
+    risk_footprint_weight: float = field(default=1.0, metadata={"help": "extra weight of the L1 (+ BCE) terms on agent-footprint cells of the risk map"})
     # backbone
     backbone_path: str | None = field(default=None, metadata={"help": "local causal LM folder (Qwen2.5-0.5B-Instruct, Llama-3.2-1B); None = embedded tiny Qwen2"})
     tiny_hidden_size: int = field(default=128, metadata={"help": "embedded tiny Qwen2: hidden size"})
@@ -122,6 +126,8 @@ class DistillConfig(TrainingArguments):
     bev_size: int = field(default=32, metadata={"help": "BEV grid cells per side (x [-16, 48) m, y [-32, 32) m)"})
     risk_layers: int = field(default=1, metadata={"help": "RiskHead deformable-attention blocks"})
     risk_points: int = field(default=4, metadata={"help": "sampling points per head in the RiskHead"})
+    plan_selection: str = field(default="best", metadata={"help": "student plan: 'best' mode or 'expected' (score-weighted mean of the modes)"})
+    waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompt truncation length"})
     max_reasoning_tokens: int = field(default=256, metadata={"help": "reasoning truncation length"})
     # LoRA / QLoRA
@@ -131,6 +137,12 @@ class DistillConfig(TrainingArguments):
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "comma-separated backbone Linear names"})
     quantization: str | None = field(default=None, metadata={"help": "QLoRA: '4bit' or '8bit' backbone (bitsandbytes); needs use_lora"})
+    # planning KD from the frozen DistillDrive planning teacher (dsdrive.planning_kd); off unless planning_kd_teacher is set
+    planning_kd_teacher: str | None = field(default=None, metadata={"help": "PlanningTeacher checkpoint folder; None/empty = planning KD off"})
+    planning_kd_cache: str | None = field(default=None, metadata={"help": "teacher-output cache folder (built once, resumable); None = OUTPUT_DIR/planning_kd_cache"})
+    kd_feature_weight: float = field(default=0.5, metadata={"help": "MSE(adapter(student plan queries), teacher plan queries) (DistillDrive, 0.5)"})
+    kd_mode_kl_weight: float = field(default=0.0, metadata={"help": "KL(teacher || student) mode distribution within each command's 6 modes (0 as published)"})
+    kd_regression_weight: float = field(default=0.0, metadata={"help": "L1 between student and teacher waypoints of all 18 modes (0 as published)"})
     # TrainingArguments defaults suited to the student
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep every batch key (the student reads them all)"})
     prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation reports losses only"})
@@ -172,12 +184,22 @@ class DistillConfig(TrainingArguments):
                 bad(k, "must be an integer >= 1")
         if self.tiny_hidden_size % self.tiny_heads:
             bad("tiny_hidden_size", f"must be divisible by tiny_heads={self.tiny_heads}")
+        if self.plan_selection not in ("best", "expected"):
+            bad("plan_selection", "must be 'best' or 'expected'")
+        if not 0.0 <= self.waypoint_cv_gate_init < 1.0:
+            bad("waypoint_cv_gate_init", "must be in [0, 1)")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", "must be in [0, 1)")
         if self.use_lora and not [t for t in self.lora_target_modules.split(",") if t.strip()]:
             bad("lora_target_modules", "must name at least one backbone Linear (e.g. q_proj,v_proj)")
         if not self.learning_rate > 0:
             bad("learning_rate", "must be > 0")
+        for k in ("kd_feature_weight", "kd_mode_kl_weight", "kd_regression_weight"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                bad(k, "must be a finite number >= 0")
+        if self.planning_kd_teacher and not (Path(self.planning_kd_teacher) / "config.json").is_file():
+            bad("planning_kd_teacher", "is not a PlanningTeacher checkpoint folder (no config.json); train one with recipes/planning_teacher.py")
 
     def loss_weights(self) -> dict[str, float]:
         """The ``StudentConfig.loss_weights`` dict."""
@@ -189,4 +211,5 @@ class DistillConfig(TrainingArguments):
         return dict(scene_dim=self.scene_dim, scene_layers=self.scene_layers, max_agents=self.max_agents, max_map=self.max_map,
                     bev_height=self.bev_size, bev_width=self.bev_size, risk_layers=self.risk_layers, risk_points=self.risk_points,
                     risk_footprint_weight=self.risk_footprint_weight, use_meta_action_head=self.meta_action_ce_weight > 0,
+                    waypoint_cv_gate_init=self.waypoint_cv_gate_init, plan_selection=self.plan_selection,
                     loss_weights=self.loss_weights())

@@ -7,7 +7,9 @@ distillation of the teacher's chain-of-thought), BEV risk L1 (RSD) and meta-acti
 cross-entropy. :meth:`DistillTrainer.compute_loss` returns their weighted sum and accumulates
 each term, which :meth:`DistillTrainer.log` reports averaged over the logging window (keys
 ``waypoint_l1``, ``mode_ce``, ``reasoning_ce``, ``risk_l1``, ``meta_action_ce``; ``eval_``
-prefixed in evaluation), like trl's GKD/DPO trainers report their metrics.
+prefixed in evaluation), like trl's GKD/DPO trainers report their metrics. Batches that carry
+cached planning-teacher outputs (:mod:`dsdrive.planning_kd`) add the DistillDrive KD terms
+``kd_feature``, ``kd_mode_kl``, ``kd_regression`` (logged the same way).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
+from dsdrive.planning_kd import KD_TERMS, planning_kd_terms, pop_teacher_outputs
 from dsdrive.types import PlanningSample
 
 LOSS_TERMS = ("waypoint_l1", "mode_ce", "reasoning_ce", "risk_l1", "meta_action_ce")
@@ -51,6 +54,7 @@ class DistillTrainer(Trainer):
         Raises:
             ValueError: the batch carries no target (the model returned no loss).
         """
+        teacher = pop_teacher_outputs(inputs)  # planning KD: cached teacher tensors never reach the student
         outputs = model(**inputs)
         if outputs.loss is None:
             raise ValueError(f"DistillTrainer: batch without targets (keys {sorted(inputs)})")
@@ -59,6 +63,11 @@ class DistillTrainer(Trainer):
             v = getattr(outputs, k, None)
             if v is not None:
                 self._terms[mode][k].append(float(v.detach()))
+        if teacher:  # DistillDrive planning KD (dsdrive.planning_kd), terms already weighted
+            kd = planning_kd_terms(model, outputs, teacher)
+            outputs.loss = outputs.loss + kd["total"]
+            for k in KD_TERMS:
+                self._terms[mode][k].append(float(kd[k].detach()))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -20,7 +20,8 @@ plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.open_loop``).
 keep the adapter checkpoint in ``adapter/`` and export the student by loading the backbone again
 in full precision and merging the adapters into that copy (QLoRA, Dettmers et al. 2023: 4-bit
 base weights cannot hold an exact merge). Bad settings or data fail before training with a
-``ValueError`` naming the field / file (:mod:`dsdrive.distill_config`). Under ``accelerate
+``ValueError`` naming the field / file (:mod:`dsdrive.distill_config`). ``--planning_kd_teacher DIR``
+adds DistillDrive planning KD (recipes/configs/tiny/distill_kd.yaml; :mod:`dsdrive.planning_kd`). Under ``accelerate
 launch`` every process trains; only the main process writes the export and the evaluation.
 """
 
@@ -38,6 +39,7 @@ from trl import TrlParser
 from dsdrive.dataset import load_dataset_dir, load_samples
 from dsdrive.distill_config import DistillConfig, check_annotations, resolve_backbone_path
 from dsdrive.distill_trainer import DistillTrainer, EncodedSamples
+from dsdrive.planning_kd import drop_planning_kd, setup_planning_kd
 from dsdrive.planning_vocabulary import PlanningVocabulary
 from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
 from dsdrive.student import StudentDataCollator, StudentModel, StudentProcessor
@@ -52,6 +54,7 @@ class ScriptArguments:
 
     data: str = field(default="/tmp/dsdrive_data/planning_annotated", metadata={"help": "planning dataset folder (annotated)"})
     val_scenes: str = field(default=",".join(DEFAULT_VAL_SCENES), metadata={"help": "comma-separated held-out scene ids"})
+    train_data: str | None = field(default=None, metadata={"help": "training dataset (e.g. dense 10 Hz samples); None = --data. Its held-out scenes are dropped; evaluation stays on --data"})
     max_train_samples: int = field(default=0, metadata={"help": "cap on training samples (0 = all)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     eval_open_loop: bool = field(default=True, metadata={"help": "score the saved student open-loop on the held-out scenes"})
@@ -113,11 +116,18 @@ def load_training_data(script: ScriptArguments, args: DistillConfig):
     train_ids, val_ids = split_scenes([s.scene_id for s in samples], tuple(v for v in script.val_scenes.split(",") if v))
     train = [s for s in samples if s.scene_id in set(train_ids)]
     heldout = [s for s in samples if s.scene_id in set(val_ids)]
+    if script.train_data:  # train elsewhere (denser sampling), never on a held-out scene
+        columns = load_dataset_dir(script.train_data).column_names
+        dense = load_samples(script.train_data)
+        train = [s for s in dense if s.scene_id not in set(val_ids)]
+        train_ids = sorted({s.scene_id for s in train})
+        if not train:
+            raise ValueError(f"{script.train_data}: no training sample outside the held-out scenes {sorted(val_ids)}")
     if script.max_train_samples:
         train = train[: script.max_train_samples]
     if not train:
         raise ValueError(f"{script.data}: no training sample left ({len(samples)} samples, val_scenes={script.val_scenes!r})")
-    check_annotations(columns, [s.annotation for s in train], script.data, args)
+    check_annotations(columns, [s.annotation for s in train], script.train_data or script.data, args)
     return train, heldout, train_ids, val_ids
 
 
@@ -138,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"student: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.2f} M trainable, LoRA {'on' if args.use_lora else 'off'}")
 
-    trainer = DistillTrainer(model=model, args=args, train_dataset=EncodedSamples(train, processor),
-                             eval_dataset=EncodedSamples(heldout, processor) if heldout else None,
-                             data_collator=StudentDataCollator(processor))
+    train_set, collator = EncodedSamples(train, processor), StudentDataCollator(processor)
+    if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.planning_kd)
+        collator = setup_planning_kd(model, args, train, train_set.items, collator)
+    trainer = DistillTrainer(model=model, args=args, train_dataset=train_set,
+                             eval_dataset=EncodedSamples(heldout, processor) if heldout else None, data_collator=collator)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     metrics = trainer.evaluate() if heldout else {}
 
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         final = export_qlora(model, args, out / "adapter")
     else:
         final = merge_lora(model) if args.use_lora else model
-    final.float().save_pretrained(out)
+    drop_planning_kd(final, out).float().save_pretrained(out)  # the KD adapter is training-only: saved beside, not exported
     processor.save_pretrained(out)
     report = {"val_scenes": val_ids, "eval_losses": metrics, "log_history": trainer.state.log_history}
     if script.eval_open_loop and heldout:

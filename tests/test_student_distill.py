@@ -71,3 +71,26 @@ def test_recipe_cli_trains_saves_and_evaluates(tmp_path, monkeypatch):
     planner = StudentPlanner(out)
     assert planner.model.config.backbone_config["hidden_size"] == 32  # merged LoRA -> plain student
     assert planner.compute_trajectory(samples[0].inputs).shape == (6, 3)
+
+
+def test_train_data_option_never_trains_on_held_out_scenes(tmp_path, monkeypatch):
+    samples = make_samples(6)
+    for i, s in enumerate(samples):
+        s.inputs.scene_id = f"scene-{i % 3}"
+    save_samples(samples, tmp_path / "data")
+    dense = make_samples(12)  # a denser copy of the same scenes, the held-out one included
+    for i, s in enumerate(dense):
+        s.inputs.scene_id = f"scene-{i % 3}"
+        s.inputs.sample_id = f"dense-{i}"
+    save_samples(dense, tmp_path / "dense")
+    spec = importlib.util.spec_from_file_location("distill_recipe", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, recipe)
+    spec.loader.exec_module(recipe)
+    script = recipe.ScriptArguments(data=str(tmp_path / "data"), train_data=str(tmp_path / "dense"), val_scenes="scene-2")
+    train, heldout, train_ids, val_ids = recipe.load_training_data(script, _args(tmp_path))
+    assert len(train) == 8 and all(s.sample_id.startswith("dense-") and s.scene_id != "scene-2" for s in train)
+    assert train_ids == ["scene-0", "scene-1"] and len(heldout) == 2 and all(s.scene_id == "scene-2" for s in heldout)
+    with pytest.raises(ValueError, match="no training sample"):
+        recipe.load_training_data(recipe.ScriptArguments(data=str(tmp_path / "data"), train_data=str(tmp_path / "dense"),
+                                                         val_scenes="scene-0,scene-1,scene-2"), _args(tmp_path))

@@ -28,6 +28,10 @@ DEFAULT_LOSS_WEIGHTS = {
 L1 + mode classification; RSD: L_risk; GPT-Driver meta-action as an auxiliary classification)."""
 
 
+PLAN_SELECTIONS = ("best", "expected")
+"""Values of :attr:`StudentConfig.plan_selection`."""
+
+
 class StudentConfig(PretrainedConfig):
     """Config of :class:`dsdrive.student.modeling_student.StudentModel` (model_type ``dsdrive_student``).
 
@@ -53,6 +57,10 @@ class StudentConfig(PretrainedConfig):
         waypoint_cv_gate_init: initial pull of each mode towards the ego's constant-velocity
             rollout (0 = anchors + offsets only), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
         waypoint_use_ego: feed the ego kinematics straight to the waypoint head (and the CV prior).
+        plan_selection: how :meth:`StudentModel.plan` turns the command's modes into one plan:
+            ``"best"`` = the highest-scoring mode (DistillDrive), ``"expected"`` = the mode-score
+            weighted mean of the modes (the minimiser of the expected squared L2 under the
+            predicted mode distribution).
     """
 
     model_type = "dsdrive_student"
@@ -89,6 +97,7 @@ class StudentConfig(PretrainedConfig):
         waypoint_offset_scale: float = 2.0,
         waypoint_cv_gate_init: float = 0.5,
         waypoint_use_ego: bool = True,
+        plan_selection: str = "best",
         **kwargs,
     ):
         if backbone_config is None:
@@ -133,6 +142,9 @@ class StudentConfig(PretrainedConfig):
         self.waypoint_offset_scale = float(waypoint_offset_scale)
         self.waypoint_cv_gate_init = float(waypoint_cv_gate_init)
         self.waypoint_use_ego = bool(waypoint_use_ego)
+        if plan_selection not in PLAN_SELECTIONS:
+            raise ValueError(f"StudentConfig: field 'plan_selection' is {plan_selection!r}; expected one of {PLAN_SELECTIONS}")
+        self.plan_selection = plan_selection
         super().__init__(**kwargs)
 
     @property

@@ -46,7 +46,9 @@ class StudentOutput(ModelOutput):
     """Output of :meth:`StudentModel.forward`. Loss terms are None when their target is absent.
 
     waypoints (B, K, M, T, 2) metres ego frame; mode_logits (B, K, M); risk_map (B, H, W) in [0, 1];
-    meta_action_logits (B, 36); reasoning_logits (B, R, V) predicting each reasoning token.
+    meta_action_logits (B, 36); reasoning_logits (B, R, V) predicting each reasoning token;
+    query_states (B, K*M, H) final hidden states of all planning queries (index = command * M + mode,
+    the order of ``mode_logits.flatten(1)``), read by planning KD (:mod:`dsdrive.planning_kd`).
     """
 
     loss: torch.Tensor | None = None
@@ -60,13 +62,15 @@ class StudentOutput(ModelOutput):
     risk_map: torch.Tensor | None = None
     meta_action_logits: torch.Tensor | None = None
     reasoning_logits: torch.Tensor | None = None
+    query_states: torch.Tensor | None = None  # (B, K*M, H) final hidden states of the 18 planning queries (planning KD)
 
 
 @dataclass
 class PlanOutput(ModelOutput):
     """Output of :meth:`StudentModel.plan` for each sample's own command.
 
-    waypoints (B, T, 3): best mode x, y (m) + heading (rad, finite differences), ego frame;
+    waypoints (B, T, 3): the plan x, y (m) + heading (rad, finite differences), ego frame: the best
+    mode, or the score-weighted mean of the modes (``config.plan_selection == "expected"``);
     mode_waypoints (B, M, T, 3); mode_scores (B, M) softmax of the mode logits; best_mode (B,);
     risk_map (B, H, W); meta_action_logits (B, 36) or None.
     """
@@ -233,8 +237,10 @@ class StudentModel(PreTrainedModel):
             mask = torch.cat([mask, rmask], 1)
         hidden, _ = self._decode(embeds, mask)
         waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
-        risk_map = self.risk_head(bev)
-        out = StudentOutput(waypoints=waypoints, mode_logits=logits, risk_map=risk_map, meta_action_logits=meta)
+        query_states = hidden[:, q0 : q0 + nq]  # all 18 queries, command-major like mode_logits.flatten(1) (planning KD)
+        risk_logits = self.risk_head(bev, return_logits=True)
+        risk_map = torch.sigmoid(risk_logits)
+        out = StudentOutput(waypoints=waypoints, mode_logits=logits, risk_map=risk_map, meta_action_logits=meta, query_states=query_states)
         w = self.config.loss_weights
         terms = {}
         if ego_future is not None:
@@ -248,7 +254,8 @@ class StudentModel(PreTrainedModel):
             terms["reasoning_ce"] = nn.functional.cross_entropy(rlogits.reshape(-1, rlogits.shape[-1]), labels.reshape(-1), ignore_index=-100) if bool(rmask.any()) else rlogits.sum() * 0.0
             out.reasoning_logits = rlogits
         if risk_target is not None:
-            terms["risk_l1"] = risk_l1_loss(risk_map, risk_target.to(risk_map.dtype), risk_valid, self.config.risk_footprint_weight)
+            terms["risk_l1"] = risk_l1_loss(risk_map, risk_target.to(risk_map.dtype), risk_valid, self.config.risk_footprint_weight,
+                                             logits=risk_logits)
         if meta_action is not None and meta is not None:
             ok = meta_action >= 0
             terms["meta_action_ce"] = nn.functional.cross_entropy(meta[ok].float(), meta_action[ok]) if bool(ok.any()) else meta.sum() * 0.0
@@ -271,10 +278,14 @@ class StudentModel(PreTrainedModel):
         nq = self.config.num_queries
         waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
         modes, mlog = select_command(waypoints, command), select_command(logits, command)
-        best = mlog.argmax(-1)
+        best, scores = mlog.argmax(-1), mlog.softmax(-1)
         modes3 = with_heading(modes)
-        return PlanOutput(waypoints=modes3[torch.arange(len(best), device=best.device), best], mode_waypoints=modes3,
-                          mode_scores=mlog.softmax(-1), best_mode=best, risk_map=self.risk_head(bev), meta_action_logits=meta)
+        if self.config.plan_selection == "expected":  # score-weighted mean of the modes
+            plan = with_heading((scores[..., None, None] * modes).sum(1))
+        else:
+            plan = modes3[torch.arange(len(best), device=best.device), best]
+        return PlanOutput(waypoints=plan, mode_waypoints=modes3,
+                          mode_scores=scores, best_mode=best, risk_map=self.risk_head(bev), meta_action_logits=meta)
 
     @torch.no_grad()
     def plan(self, batch, processor=None) -> PlanOutput:
