@@ -1,7 +1,7 @@
 """Benchmark: vectorised planning metrics vs the per-sample shapely reference, same predictions.
 
 Run as:
-    python eval/bench_metrics.py --data /tmp/dsdrive_data/planning --synthetic 2000
+    python eval/bench_metrics.py --data outputs/main/planning --synthetic 2000
 
 Prints, for each workload, the wall time of :func:`dsdrive.metrics.planning.evaluate_trajectories`
 (numpy, batched separating-axis test) and of :func:`dsdrive.metrics.reference.reference_evaluate`

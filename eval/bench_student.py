@@ -183,7 +183,7 @@ def bench_memory(data: str, hidden: int, layers: int, vocab: int, batch_size: in
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="/tmp/dsdrive_data/planning_annotated")
+    p.add_argument("--data", default="outputs/main/planning_annotated")
     p.add_argument("--only", default="latency,step,memory", help="comma-separated: latency, step, memory")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)

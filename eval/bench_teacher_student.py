@@ -1,8 +1,8 @@
 """Benchmark: planning throughput of the DistillDrive teacher vs the student, same samples, same run.
 
 Run as:
-    python eval/bench_teacher_student.py --teacher /tmp/ckpt/planning_teacher_label \
-        --student /tmp/ckpt/student --data /tmp/dsdrive_data/planning --batch-sizes 1,16
+    python eval/bench_teacher_student.py --teacher outputs/ckpt/planning_teacher_label \
+        --student outputs/ckpt/student --data outputs/main/planning --batch-sizes 1,16
 
 Prints samples/s of each planner (forward + mode selection, no gradient, CPU unless --device) at
 each batch size and the ratio student / teacher (DistillDrive's README reports FPS at batch 1:

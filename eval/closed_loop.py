@@ -7,7 +7,7 @@ Run as:
         --scenes scene-0061 scene-0655 --out /tmp/closed_loop_mlp
     python eval/closed_loop.py --planner log_replay ego_mlp student \
         --checkpoint ego_mlp=runs/ego_mlp student=runs/student --out /tmp/closed_loop_cmp
-    python eval/closed_loop.py --planner log_replay ego_mlp --data /tmp/dsdrive_data/planning \
+    python eval/closed_loop.py --planner log_replay ego_mlp --data outputs/main/planning \
         --train-ego-mlp-if-missing --out /tmp/closed_loop_mlp
 
 ``--checkpoint`` takes ``NAME=DIR`` per trained planner, or a bare ``DIR`` when exactly one

@@ -1,8 +1,8 @@
 """Open-loop evaluation of planners on held-out nuScenes scenes: L2 and collision rate.
 
 Run as:
-    python eval/open_loop.py --data /tmp/dsdrive_data/planning \
-        --planner constant_velocity ego_mlp --train-ego-mlp-if-missing --out /tmp/ol/baselines.json
+    python eval/open_loop.py --data outputs/main/planning \
+        --planner constant_velocity ego_mlp --train-ego-mlp-if-missing --out outputs/open_loop/baselines.json
     python eval/open_loop.py --data DIR --planner ego_mlp --checkpoint CKPT_DIR --scenes val --out ol.json
     python eval/open_loop.py --data DIR --planner student --checkpoint ego_mlp=CKPT1 student=CKPT2 ...
 

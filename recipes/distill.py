@@ -2,9 +2,9 @@
 
 Run as:
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml
-    python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir /tmp/ckpt/s
+    python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir outputs/ckpt/s
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 4 --save_steps 2 \
-        --save_strategy steps --output_dir /tmp/ckpt/s --resume_from_checkpoint /tmp/ckpt/s/checkpoint-2
+        --save_strategy steps --output_dir outputs/ckpt/s --resume_from_checkpoint outputs/ckpt/s/checkpoint-2
     accelerate launch --config_file recipes/accelerate_configs/cpu_ddp_gloo.yaml recipes/distill.py \
         --config recipes/configs/tiny/distill.yaml --max_steps 20            # 2 CPU processes (gloo)
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/distill.py \
@@ -52,7 +52,7 @@ from dsdrive.student.tokenizer import build_tokenizer
 class ScriptArguments:
     """Data and evaluation."""
 
-    data: str = field(default="/tmp/dsdrive_data/planning_annotated", metadata={"help": "planning dataset folder (annotated)"})
+    data: str = field(default="outputs/main/planning_annotated", metadata={"help": "planning dataset folder (annotated)"})
     val_scenes: str = field(default=",".join(DEFAULT_VAL_SCENES), metadata={"help": "comma-separated held-out scene ids"})
     train_data: str | None = field(default=None, metadata={"help": "training dataset (e.g. dense 10 Hz samples); None = --data. Its held-out scenes are dropped; evaluation stays on --data"})
     max_train_samples: int = field(default=0, metadata={"help": "cap on training samples (0 = all)"})

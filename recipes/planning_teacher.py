@@ -4,7 +4,7 @@ training scenes, save it with its vocabularies, and score it open-loop on the he
 Run as:
     python recipes/planning_teacher.py --config recipes/configs/planning_teacher/train_label.yaml
     python recipes/planning_teacher.py --config recipes/configs/planning_teacher/train_distribution.yaml \
-        --data /tmp/dsdrive_data/planning --output_dir /tmp/ckpt/teacher_dist --max_steps 400
+        --data outputs/main/planning --output_dir outputs/ckpt/teacher_dist --max_steps 400
 
 ``--config`` sets defaults, flags override (trl ``TrlParser``). Output folder: ``config.json``,
 ``model.safetensors`` (both vocabularies inside as buffers), ``planning_vocabulary.json``,
@@ -35,8 +35,8 @@ from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
 class ScriptArguments:
     """Data, output and optimisation."""
 
-    data: str = field(default="/tmp/dsdrive_data/planning", metadata={"help": "planning dataset folder (dsdrive build output)"})
-    output_dir: str = field(default="/tmp/ckpt/planning_teacher", metadata={"help": "checkpoint folder to write"})
+    data: str = field(default="outputs/main/planning", metadata={"help": "planning dataset folder (dsdrive build output)"})
+    output_dir: str = field(default="outputs/ckpt/planning_teacher", metadata={"help": "checkpoint folder to write"})
     val_scenes: str = field(default=",".join(DEFAULT_VAL_SCENES), metadata={"help": "comma-separated held-out scene ids"})
     max_steps: int = field(default=300, metadata={"help": "optimiser steps"})
     batch_size: int = field(default=16, metadata={"help": "samples per step (DistillDrive: 48 per GPU x 8)"})

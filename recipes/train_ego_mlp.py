@@ -1,8 +1,8 @@
 """Train the ego-status MLP baseline (AD-MLP / NAVSIM EgoStatusMLP) on the training scenes.
 
 Run as:
-    python recipes/train_ego_mlp.py --data /tmp/dsdrive_data/planning --out /tmp/ckpt/ego_mlp
-    python eval/open_loop.py --data /tmp/dsdrive_data/planning --planner ego_mlp --checkpoint /tmp/ckpt/ego_mlp --out /tmp/ol/ego_mlp.json
+    python recipes/train_ego_mlp.py --data outputs/main/planning --out outputs/ckpt/ego_mlp
+    python eval/open_loop.py --data outputs/main/planning --planner ego_mlp --checkpoint outputs/ckpt/ego_mlp --out outputs/open_loop/ego_mlp.json
 
 Held-out scenes (``--val-scenes``, default :data:`dsdrive.splits.DEFAULT_VAL_SCENES`) are never
 used for training. CPU, a few seconds; deterministic under ``--seed``.
