@@ -100,6 +100,8 @@ def test_student_planner_and_registry(checkpoint):
     wp, explanation = planner.plan_and_explain(xs[0])
     np.testing.assert_allclose(wp, traj[0], atol=1e-5)
     assert explanation["reasoning"] == texts[0]
+    if explanation["meta_action_source"] == "meta-action head":  # random weights rarely write a readable Plan line
+        assert explanation["meta_action"] is not None
     assert len(explanation["mode_scores"]) == 6 and abs(sum(explanation["mode_scores"]) - 1.0) < 1e-3
     assert len(explanation["risks"]) <= 3 and all(0.0 <= r["risk"] <= 1.0 for r in explanation["risks"])
     assert {r["agent_id"] for r in explanation["risks"]} <= set(xs[0].agents.ids)
@@ -125,7 +127,11 @@ def test_student_on_real_scenarionet_samples():
 
 
 def test_stated_meta_action_parses_the_plan_line():
-    from dsdrive.planners.student import stated_meta_action
+    from dsdrive.annotation import MetaAction
+    from dsdrive.planners.student import meta_action_from_index, stated_meta_action
+
+    for m in (MetaAction(behaviour="TURN LEFT", speed="DECELERATION"), MetaAction(behaviour="STOP", speed="CONSTANT")):
+        assert meta_action_from_index(m.index) == str(m)
 
     assert stated_meta_action("Scene: x.\nPlan: TURN LEFT with DECELERATION.\nWhy: y.") == "TURN LEFT with DECELERATION"
     assert stated_meta_action("Plan: STOP.") == "STOP"

@@ -73,15 +73,20 @@ class StudentPlanner(Planner):
         Returns:
             ``(waypoints (6, 3) ego frame, explanation)`` where ``explanation`` holds
             ``reasoning`` (the generated chain-of-thought), ``meta_action`` (the one the reasoning
-            states on its ``Plan:`` line, or None), ``mode_scores`` (the command's 6 mode
+            states on its ``Plan:`` line; when that line is missing or unreadable, the meta-action
+            head's argmax; ``meta_action_source`` says which), ``mode_scores`` (the command's 6 mode
             probabilities) and ``risks`` (the ``top_risks`` agents with the highest predicted BEV
             risk on their footprint: ``{"agent_id", "type", "risk"}``).
         """
         out, texts = self.plan_and_explain_batch([inputs])
         risk_map = out.risk_map[0].float().cpu().numpy()
+        stated, source = stated_meta_action(texts[0]), "reasoning"
+        if stated is None and out.meta_action_logits is not None:
+            stated, source = meta_action_from_index(int(out.meta_action_logits[0].argmax())), "meta-action head"
         explanation = {
             "reasoning": texts[0],
-            "meta_action": stated_meta_action(texts[0]),
+            "meta_action": stated,
+            "meta_action_source": source if stated is not None else None,
             "mode_scores": [round(float(p), 4) for p in out.mode_scores[0].float().cpu()],
             "risks": agent_risks(inputs, risk_map, self.model.config)[:top_risks],
         }
@@ -113,6 +118,13 @@ def stated_meta_action(reasoning: str) -> str | None:
             speed = next((sp for sp in sorted(SPEEDS, key=len, reverse=True) if stated.endswith(sp)), None)
             return f"{behaviour} with {speed}" if speed else None
     return None
+
+
+def meta_action_from_index(index: int) -> str:
+    """Inverse of :attr:`dsdrive.annotation.MetaAction.index`: class index -> ``"BEHAVIOUR with SPEED"``."""
+    from dsdrive.annotation import BEHAVIOURS, SPEEDS, MetaAction
+
+    return str(MetaAction(behaviour=BEHAVIOURS[index // len(SPEEDS)], speed=SPEEDS[index % len(SPEEDS)]))
 
 
 def agent_risks(inputs: PlanningInputs, risk_map: np.ndarray, config) -> list[dict]:

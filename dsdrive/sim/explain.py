@@ -70,6 +70,8 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
 
     Returns:
         dict with ``source`` (planner | auto), ``text``, ``meta_action`` (stated or None),
+        ``meta_action_source`` (where the planner says it stated it, e.g. its reasoning text or a
+        meta-action head),
         ``implied_meta_action``, ``consistent`` (bool or None), ``mode_scores``, ``top_risk``
         (list of {agent_id, risk, rank, reason}).
     """
@@ -90,6 +92,7 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
             "source": "planner",
             "text": text,
             "meta_action": stated,
+            "meta_action_source": d.get("meta_action_source") if stated is not None else None,
             "implied_meta_action": implied,
             "consistent": None if stated is None else stated == implied,
             "mode_scores": scores,
@@ -100,5 +103,5 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
     v_end = float(np.linalg.norm(wp[-1, :2] - wp[-2, :2]) / STEP_SECONDS)
     who = "Logged expert future" if log_replay else "No explanation from this planner; its waypoints imply"
     text = f"{who}: {implied} ({dist:.1f} m in 3 s, speed {speed:.1f} -> {v_end:.1f} m/s)."
-    return {"source": "auto", "text": text, "meta_action": None, "implied_meta_action": implied,
+    return {"source": "auto", "text": text, "meta_action": None, "meta_action_source": None, "implied_meta_action": implied,
             "consistent": None, "mode_scores": None, "top_risk": []}
