@@ -207,3 +207,16 @@ def test_recipe_subprocess_with_a_tiny_teacher_checkpoint(tmp_path):
 
     traj = StudentPlanner(out).compute_trajectories([s.inputs for s in samples[:2]])
     assert traj.shape == (2, 6, 3) and np.isfinite(traj).all()
+
+
+def test_kd_config_is_the_tiny_config_plus_kd():
+    """recipes/configs/tiny/distill_kd.yaml must stay tiny/distill.yaml + the KD switches, so the
+    with/without-KD comparison trains the same student."""
+    import yaml
+
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "tiny"
+    base = yaml.safe_load((configs / "distill.yaml").read_text())
+    kd = yaml.safe_load((configs / "distill_kd.yaml").read_text())
+    kd_keys = {"planning_kd_teacher", "planning_kd_cache", "kd_feature_weight", "kd_mode_kl_weight", "kd_regression_weight"}
+    assert kd_keys <= set(kd) and kd["kd_feature_weight"] > 0
+    assert {k: v for k, v in kd.items() if k not in kd_keys | {"output_dir"}} == {k: v for k, v in base.items() if k != "output_dir"}
