@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--planner", default="constant_velocity")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--traffic", choices=("replay", "reactive"), default="replay")
+    ap.add_argument("--no-explain", action="store_true", help="drive with compute_trajectory only (no per-step explanation; faster)")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     src = default_scenarios_dir(args.scenarios)
     work = prepare_working_copy(src, tempfile.mkdtemp(prefix="bench_closed_loop_"), args.scenes)
     planner = load_planner(args.planner, args.checkpoint if needs_checkpoint(args.planner) else None)
-    config = RolloutConfig(traffic=args.traffic, max_steps=args.max_steps)
+    config = RolloutConfig(traffic=args.traffic, max_steps=args.max_steps, explain=not args.no_explain)
     rows = {}
     for name, p in (("log_replay", None), (args.planner, planner)):
         wall, steps, lat = _run(work, p, config, args.repeats)

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="planning dataset folder: ego_mlp is trained on its training scenes with --train-ego-mlp-if-missing")
     ap.add_argument("--train-ego-mlp-if-missing", action="store_true", help="train ego_mlp on the training scenes of --data if no checkpoint is given")
     ap.add_argument("--traffic", choices=("replay", "reactive"), default="replay")
+    ap.add_argument("--no-explain", action="store_true", help="drive with compute_trajectory only (no per-step explanation; faster)")
     ap.add_argument("--scenes", nargs="*", default=None, help="keep only scenario files containing these strings, e.g. scene-0061")
     ap.add_argument("--max-steps", type=int, default=None, help="cap simulator steps per scenario (10 Hz)")
     ap.add_argument("--workdir", default=None, help="working copy for the index files (default: OUT/scenarios)")
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"closed_loop: WARNING {name} was trained on evaluated scenes {overlap}", file=sys.stderr)
     for r in work.rejected:
         print(f"closed_loop: WARNING scenario {r.file} rejected: {r.reason}", file=sys.stderr)
-    config = RolloutConfig(traffic=args.traffic, max_steps=args.max_steps)
+    config = RolloutConfig(traffic=args.traffic, max_steps=args.max_steps, explain=not args.no_explain)
     runs = {}
     for name, planner in planners.items():
         t0 = time.perf_counter()

@@ -221,3 +221,25 @@ def test_describe_plan_auto_and_stated():
     stated = describe_plan(wp, 5.0, {"explanation": "clear road", "meta_action": {"behaviour": "STOP", "speed": "CONSTANT"},
                                      "risks": [{"agent_id": "a", "risk": 0.9, "rank": 1}], "mode_scores": np.array([0.2, 0.8])})
     assert stated["consistent"] is False and stated["top_risk"][0]["agent_id"] == "a" and stated["mode_scores"] == [0.2, 0.8]
+
+
+def test_call_planner_explains_only_when_asked():
+    """``RolloutConfig.explain=False`` drives with compute_trajectory only (no generation)."""
+    from dsdrive.sim.rollout import _call_planner
+
+    class Explaining:
+        calls: list = []
+
+        def compute_trajectory(self, inputs):
+            self.calls.append("plan")
+            return np.zeros((6, 3), np.float32)
+
+        def plan_and_explain(self, inputs):
+            self.calls.append("explain")
+            return np.zeros((6, 3), np.float32), {"reasoning": "Plan: STOP."}
+
+    p = Explaining()
+    _, expl, _ = _call_planner(p, None, explain=False)
+    assert expl is None and p.calls == ["plan"]
+    _, expl, _ = _call_planner(p, None, explain=True)
+    assert expl == {"reasoning": "Plan: STOP."} and p.calls == ["plan", "explain"]

@@ -62,12 +62,15 @@ class RolloutConfig:
         max_steps: cap on simulator steps per scenario (None: the log length - 1 - 5).
         replan_steps: simulator steps between planner calls (5 = 2 Hz).
         command_lookahead_s: the route command looks ``max(speed, 5 m/s) * this`` metres ahead.
+        explain: ask planners that explain themselves for their explanation at every call
+            (for the report); False drives with ``compute_trajectory`` only.
     """
 
     traffic: str = "replay"
     max_steps: int | None = None
     replan_steps: int = 5
     command_lookahead_s: float = 3.0
+    explain: bool = True
 
 
 @dataclass
@@ -187,15 +190,15 @@ def _validate_waypoints(wp: Any) -> np.ndarray:
     return arr[:, :3]
 
 
-def _call_planner(planner: Planner, inputs) -> tuple[np.ndarray, Any, float]:
+def _call_planner(planner: Planner, inputs, explain: bool = True) -> tuple[np.ndarray, Any, float]:
     t0 = time.perf_counter()
     explanation = None
-    if hasattr(planner, "plan_and_explain"):
+    if explain and hasattr(planner, "plan_and_explain"):
         wp, explanation = planner.plan_and_explain(inputs)
     else:
         wp = planner.compute_trajectory(inputs)
     latency = (time.perf_counter() - t0) * 1000.0
-    if explanation is None and hasattr(planner, "explain"):
+    if explain and explanation is None and hasattr(planner, "explain"):
         explanation = planner.explain(inputs)
     return _validate_waypoints(wp), explanation, latency
 
@@ -249,7 +252,7 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
                 inputs = build_planning_inputs(f"{scene_id}_cl{step}", scene_id, trace, agents[-1], sr.map, route, look)
                 cmd = inputs.command
                 try:
-                    wp, expl, lat = _call_planner(planner, inputs)
+                    wp, expl, lat = _call_planner(planner, inputs, config.explain)
                 except Exception as e:  # noqa: BLE001 - a planner failure ends this scenario only
                     sr.status, sr.failure_step = "failed", step
                     sr.failure = f"planner {name} failed at step {step} (t={t_now:.1f} s): {type(e).__name__}: {e}"
