@@ -88,7 +88,6 @@ def _print_summary(report: dict) -> None:
 def build_scenarionet(args: argparse.Namespace) -> int:
     """Build a ScenarioNet folder (``args`` from :func:`build_parser`); returns an exit code."""
     from data_builders.scenarionet import BuildOptions, build_folder
-    from dsdrive.dataset import save_samples
     from dsdrive.paths import default_scenarios_dir
     from dsdrive.types import COMMANDS
 
@@ -122,13 +121,21 @@ def build_scenarionet(args: argparse.Namespace) -> int:
         "skip_reasons": rep.reason_counts(),
         "skips": [asdict(s) for s in rep.skips],
     }
+    return save_build(samples, Path(args.out), report, t0, folder)
+
+
+def save_build(samples: list, out: Path, report: dict, t0: float, source: Path) -> int:
+    """Write the samples (atomically) and ``build_report.json`` to ``out`` and print the summary.
+
+    Returns 0, or 1 (nothing written, any earlier output kept) when ``samples`` is empty.
+    """
+    from dsdrive.dataset import save_samples
+
+    report["seconds"] = time.perf_counter() - t0
     if not samples:
-        report["seconds"] = time.perf_counter() - t0
         _print_summary(report)
-        print(f"dsdrive build: no samples built from {folder}; nothing written to {args.out}", file=sys.stderr)
+        print(f"dsdrive build: no samples built from {source}; nothing written to {out}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_samples(samples, out)
     report["seconds"] = time.perf_counter() - t0
     write_report(out, report)

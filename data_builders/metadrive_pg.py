@@ -278,9 +278,8 @@ def build(args: argparse.Namespace) -> int:
     default ``<out>_scenarios``), the ScenarioNet options (``keyframe_step``, ``radius``,
     ``map_roi``, ``max_polylines``) and, when present, ``args.seed`` / ``args.episode_steps``.
     """
-    from data_builders.build import _print_summary, write_report
+    from data_builders.build import save_build
     from data_builders.scenarionet import BuildOptions, build_folder
-    from dsdrive.dataset import save_samples
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -317,12 +316,4 @@ def build(args: argparse.Namespace) -> int:
         "commands_per_scene": {k: dict(v) for k, v in per_scene.items()},
         "skip_counts": rep.skip_counts(), "skip_reasons": rep.reason_counts(), "skips": [asdict(s) for s in rep.skips],
     }
-    if not samples:
-        print(f"dsdrive build: no samples built from {scen_dir}; nothing written to {out}", file=sys.stderr)
-        return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_samples(samples, out)
-    report["seconds"] = time.perf_counter() - t0
-    write_report(out, report)
-    _print_summary(report)
-    return 0
+    return save_build(samples, out, report, t0, scen_dir)
