@@ -100,8 +100,9 @@ def test_student_planner_and_registry(checkpoint):
     wp, explanation = planner.plan_and_explain(xs[0])
     np.testing.assert_allclose(wp, traj[0], atol=1e-5)
     assert explanation["reasoning"] == texts[0]
-    if explanation["meta_action_source"] == "meta-action head":  # random weights rarely write a readable Plan line
-        assert explanation["meta_action"] is not None
+    # the reasoning's Plan line when readable, else the meta-action head (random weights: usually the head)
+    assert explanation["meta_action_source"] in {"reasoning", "meta-action head"}
+    assert explanation["meta_action"] is not None
     assert len(explanation["mode_scores"]) == 6 and abs(sum(explanation["mode_scores"]) - 1.0) < 1e-3
     assert len(explanation["risks"]) <= 3 and all(0.0 <= r["risk"] <= 1.0 for r in explanation["risks"])
     assert {r["agent_id"] for r in explanation["risks"]} <= set(xs[0].agents.ids)

@@ -151,8 +151,10 @@ class StudentProcessor:
         elif self.meta_action_from_future and bool(np.all(t.ego_future_mask)):
             from dsdrive.meta_action import meta_action_from_trajectory
 
-            speed = sample.inputs.speed if bool(np.all(sample.inputs.ego_status_mask[:2])) else None
-            feats["meta_action"] = np.int64(meta_action_from_trajectory(t.ego_future, speed, sample.inputs.ego_history).index)
+            inp = sample.inputs
+            speed = inp.speed if bool(np.all(inp.ego_status_mask[:2])) else None
+            history = inp.ego_history if bool(inp.ego_history_mask[-1]) else None  # as the rule teacher does
+            feats["meta_action"] = np.int64(meta_action_from_trajectory(t.ego_future, speed, history).index)
         return feats
 
     # ---------------------------------------------------------------- batching
