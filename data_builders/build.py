@@ -16,8 +16,6 @@ scene, command counts, every skipped file / scene / keyframe / agent with its re
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pickle
 import sys
 import time
@@ -50,11 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_report(out_dir: Path, report: dict) -> Path:
     """Write ``build_report.json`` into ``out_dir`` (temporary file + rename)."""
-    path = out_dir / "build_report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    from dsdrive.atomic_io import write_json_atomic
+
+    return write_json_atomic(out_dir / "build_report.json", report)
 
 
 def _print_summary(report: dict) -> None:

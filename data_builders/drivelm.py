@@ -195,15 +195,11 @@ def build(args: argparse.Namespace) -> int:
         print(f"  skipped {s}", file=sys.stderr)
     if not records:
         return 1
-    import shutil
+    from dsdrive.atomic_io import write_json_atomic
+    from dsdrive.dataset import save_dataset_atomic
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp-write")
-    shutil.rmtree(tmp, ignore_errors=True)
-    records_to_dataset(records).save_to_disk(str(tmp))
-    (tmp / "build_report.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    save_dataset_atomic(records_to_dataset(records), out)
+    write_json_atomic(out / "build_report.json", report)
     print(f"wrote {out}")
     return 0

@@ -57,6 +57,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dsdrive.atomic_io import write_bytes_atomic, write_json_atomic
+
 MAP_BLOCKS = 3
 """Blocks per procedural map (straight, curve, intersection, roundabout ... chosen by seed)."""
 TRAFFIC_DENSITY = 0.15
@@ -242,15 +244,10 @@ def generate_scenarios(out_dir: str | Path, num_scenarios: int, start_seed: int 
                 if sd is not None:
                     sd["metadata"].update(scenario_id=scene_id_of_seed(seed), map=f"metadrive-pg-{MAP_BLOCKS}blocks-seed{seed}",
                                           sample_rate=0.1, dataset="metadrive")
-                    tmp = out / (scenario_file_name(seed) + ".tmp")
-                    with open(tmp, "wb") as f:
-                        pickle.dump(sd, f)
-                    tmp.replace(out / scenario_file_name(seed))
+                    write_bytes_atomic(out / scenario_file_name(seed), pickle.dumps(sd))
                 else:
                     print(f"metadrive-pg: seed {seed} dropped: {record['reason']}", file=sys.stderr)
-                tmp_log = out / (GENERATION_LOG + ".tmp")
-                tmp_log.write_text(json.dumps({str(k): v for k, v in sorted(log.items())}, indent=1))
-                tmp_log.replace(out / GENERATION_LOG)
+                write_json_atomic(out / GENERATION_LOG, {str(k): v for k, v in sorted(log.items())}, indent=1)
         finally:
             env.close()
     files = [out / scenario_file_name(s) for s in seeds if (out / scenario_file_name(s)).is_file()]
@@ -260,15 +257,9 @@ def generate_scenarios(out_dir: str | Path, num_scenarios: int, start_seed: int 
 
 def _write_index(folder: Path) -> None:
     from dsdrive.safe_pickle import load_pickle
-    from dsdrive.sim.scenario_index import MAPPING_FILE, SUMMARY_FILE
+    from dsdrive.sim.scenario_index import write_index_files
 
-    summary = {}
-    for p in sorted(folder.glob("sd_*.pkl")):
-        summary[p.name] = load_pickle(p)["metadata"]
-    with open(folder / SUMMARY_FILE, "wb") as f:
-        pickle.dump(summary, f)
-    with open(folder / MAPPING_FILE, "wb") as f:
-        pickle.dump({k: "" for k in summary}, f)
+    write_index_files(folder, {p.name: load_pickle(p)["metadata"] for p in sorted(folder.glob("sd_*.pkl"))})
 
 
 def build(args: argparse.Namespace) -> int:

@@ -422,8 +422,8 @@ def build(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_samples(samples, out)
     report.update(source=SOURCE, input=str(args.input), out=str(out.resolve()), commands=dict(commands), seconds=time.perf_counter() - t0)
-    import json
+    from dsdrive.atomic_io import write_json_atomic
 
-    (out / "build_report.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(out / "build_report.json", report)
     print(f"wrote {out} in {report['seconds']:.1f} s")
     return 0

@@ -37,9 +37,9 @@ from dsdrive.annotation_store import (
     next_shard_index,
     read_index,
     remove_stale_temp,
-    write_json_atomic,
     write_shard,
 )
+from dsdrive.atomic_io import write_json_atomic
 from dsdrive.teachers import TEACHERS, build_teacher
 
 __all__ = ["main", "merge_main", "load_annotations", "run_annotate", "rank_and_world_size"]

@@ -112,16 +112,6 @@ def write_shard(ann_dir: str | Path, rank: int, index: int, results: list[Annota
     return target
 
 
-def write_json_atomic(path: str | Path, obj: dict) -> None:
-    """Write a JSON file atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def iter_records(ann_dir: str | Path) -> Iterator[tuple[Path, int, Annotation | AnnotationFailure]]:
     """Every record of every shard, in record order, validated against the schema.
 

@@ -62,17 +62,26 @@ def samples_to_dataset(samples: Iterable[PlanningSample]) -> datasets.Dataset:
 
 
 def save_dataset_atomic(ds: datasets.Dataset, out_dir: str | Path) -> datasets.Dataset:
-    """``Dataset.save_to_disk`` into ``out_dir`` through a sibling temporary folder and a rename,
-    so an interrupted write never leaves a half-written dataset under ``out_dir``."""
+    """``Dataset.save_to_disk`` into ``out_dir`` through a sibling temporary folder and renames.
+
+    The new dataset is written to ``<out_dir>.tmp-write``; the old one is renamed to
+    ``<out_dir>.old`` and deleted only after the new one is in place. An interruption therefore
+    never leaves a half-written dataset under ``out_dir``; at worst both complete copies are left
+    beside it under those two names.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp-write")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    old = out_dir.with_name(out_dir.name + ".old")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
     ds.save_to_disk(str(tmp))
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        out_dir.rename(old)
     tmp.rename(out_dir)
+    if old.exists():
+        shutil.rmtree(old)
     return ds
 
 

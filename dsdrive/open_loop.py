@@ -159,8 +159,8 @@ def write_report(report: dict, out_json: str | Path) -> tuple[Path, Path]:
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_md = out_json.with_suffix(".md")
+    from dsdrive.atomic_io import write_text_atomic
+
     for path, text in ((out_json, json.dumps(report, indent=2)), (out_md, render_markdown(report["planners"]))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
     return out_json, out_md

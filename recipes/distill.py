@@ -27,7 +27,6 @@ launch`` every process trains; only the main process writes the export and the e
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
+from dsdrive.atomic_io import write_json_atomic
 from dsdrive.dataset import load_dataset_dir, load_samples
 from dsdrive.distill_config import DistillConfig, check_annotations, resolve_backbone_path
 from dsdrive.distill_trainer import DistillTrainer, EncodedSamples
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         m = report["open_loop"]["metrics"]["ALL"]["stp3"]
         print(f"held-out ({report['open_loop']['num_evaluated']} samples, ST-P3): L2 1s/2s/3s/avg "
               f"{m['L2']['1s']:.3f}/{m['L2']['2s']:.3f}/{m['L2']['3s']:.3f}/{m['L2']['avg']:.3f} m, collision avg {m['collision']['avg']:.2f} %")
-    (out / "eval_heldout.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json_atomic(out / "eval_heldout.json", report)
     print(f"saved {out}")
     return 0
 

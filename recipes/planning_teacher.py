@@ -16,7 +16,6 @@ and the vocabularies are fitted on the training scenes only.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 
@@ -25,6 +24,7 @@ from trl import TrlParser
 
 from dsdrive.dataset import load_samples
 from dsdrive.distilldrive import PlanningTeacher, PlanningTeacherConfig
+from dsdrive.atomic_io import write_json_atomic
 from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
 from dsdrive.distilldrive.trainer import evaluate_teacher, fit_teacher
 from dsdrive.planning_vocabulary import PlanningVocabulary
@@ -101,14 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     model.save_pretrained(out)
     plan_vocab.save(out)
     motion_vocab.save(out)
-    with open(f"{out}/train_log.json", "w") as f:
-        json.dump({"script": asdict(script), "model": asdict(margs), "history": history}, f)
+    write_json_atomic(f"{out}/train_log.json", {"script": asdict(script), "model": asdict(margs), "history": history}, indent=0)
 
     report = {"val_scenes": val_ids, "privileged": True,
               "rescored": evaluate_teacher(model, heldout, rescore=True),
               "no_rescore": evaluate_teacher(model, heldout, rescore=False)}
-    with open(f"{out}/eval_heldout.json", "w") as f:
-        json.dump(report, f, indent=2)
+    write_json_atomic(f"{out}/eval_heldout.json", report)
     for name in ("rescored", "no_rescore"):
         m = report[name]["metrics"]["ALL"]["stp3"]
         print(f"held-out ({report[name]['num_evaluated']} samples, {name}, ST-P3): "

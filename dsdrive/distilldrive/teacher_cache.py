@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from tqdm import tqdm
 
+from dsdrive.atomic_io import write_json_atomic
 from dsdrive.distilldrive.planning_teacher import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch
 from dsdrive.types import PlanningSample
@@ -93,8 +94,8 @@ def build_teacher_cache(model: PlanningTeacher, samples: list[PlanningSample], d
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp), metadata={"sample_ids": json.dumps([s.sample_id for s in chunk])})
         tmp.replace(path)
-        index_path.write_text(json.dumps({"fingerprint": fp, "shard_size": shard_size, "shards": shards, "num_samples": start + len(chunk)}))
-    index_path.write_text(json.dumps({"fingerprint": fp, "shard_size": shard_size, "shards": shards, "num_samples": len(samples)}))
+        write_json_atomic(index_path, {"fingerprint": fp, "shard_size": shard_size, "shards": shards, "num_samples": start + len(chunk)})
+    write_json_atomic(index_path, {"fingerprint": fp, "shard_size": shard_size, "shards": shards, "num_samples": len(samples)})
     return TeacherCache(directory)
 
 

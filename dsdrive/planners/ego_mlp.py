@@ -18,6 +18,7 @@ steps (``ego_future_mask``), as in AD-MLP / NAVSIM. A checkpoint is a folder wit
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsdrive.atomic_io import write_bytes_atomic, write_json_atomic
 from dsdrive.geometry import wrap_angle
 from dsdrive.planners.base import Planner
 from dsdrive.types import COMMANDS, EGO_STATUS_FIELDS, FUTURE_STEPS, HISTORY_STEPS, PlanningInputs, PlanningSample
@@ -123,8 +125,10 @@ class EgoMLPPlanner(Planner):
         """Write ``model.pt`` and ``config.json`` into ``checkpoint_dir`` (created); returns it."""
         out = Path(checkpoint_dir)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), out / MODEL_FILE)
-        (out / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        buffer = io.BytesIO()
+        torch.save(self.model.state_dict(), buffer)
+        write_bytes_atomic(out / MODEL_FILE, buffer.getvalue())
+        write_json_atomic(out / CONFIG_FILE, asdict(self.config))
         return out
 
     @classmethod

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
+from dsdrive.atomic_io import write_json_atomic, write_text_atomic
 from dsdrive.geometry import box_corners
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -140,10 +140,10 @@ def write_report(out_dir: str | Path, runs: dict[str, dict], config: dict) -> tu
         doc["planners"][name] = {"aggregate": _jsonable(run["aggregate"]), "scenarios": scen_json}
         view.append(dict(name=name, aggregate=run["aggregate"], scenarios=scen_view))
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(doc, indent=1))
+    write_json_atomic(json_path, doc, indent=1)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True)
     env.filters["fmt"] = lambda v, n=3: "-" if v is None or isinstance(v, jinja2.Undefined) else (("yes" if v else "no") if isinstance(v, bool) else (f"{v:.{n}f}" if isinstance(v, float) else str(v)))
     html = env.get_template(TEMPLATE).render(config=config, runs=view)
     html_path = out / "report.html"
-    html_path.write_text(html)
+    write_text_atomic(html_path, html)
     return json_path, html_path

@@ -159,9 +159,15 @@ def prepare_working_copy(
     if not summary:
         reasons = "; ".join(f"{r.file}: {r.reason}" for r in rejected)
         raise ValueError(f"every scenario in {src} was rejected: {reasons}")
-    with open(dst / SUMMARY_FILE, "wb") as fh:
-        pickle.dump(summary, fh)
-    with open(dst / MAPPING_FILE, "wb") as fh:
-        pickle.dump({k: "" for k in summary}, fh)
+    write_index_files(dst, summary)
     names = list(summary)
     return WorkingCopy(dst, names, [scene_id_from_file(n) for n in names], rejected)
+
+
+def write_index_files(folder: Path, summary: dict) -> None:
+    """Write ScenarioNet's ``dataset_summary.pkl`` (file name -> metadata) and
+    ``dataset_mapping.pkl`` (file name -> sub-folder, ``""``) into ``folder``, atomically."""
+    from dsdrive.atomic_io import write_bytes_atomic
+
+    write_bytes_atomic(Path(folder) / SUMMARY_FILE, pickle.dumps(summary))
+    write_bytes_atomic(Path(folder) / MAPPING_FILE, pickle.dumps({k: "" for k in summary}))
