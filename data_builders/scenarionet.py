@@ -316,12 +316,13 @@ class _Ego:
         v_now = rotate_vectors(self.vel[t], yaw)
         status[0:2], mask[0:2] = np.nan_to_num(v_now), np.isfinite(v_now).all()
         tb = t - stride
-        if tb >= 0 and self.ok[tb] and mask[0]:
-            span = self.ts[t] - self.ts[tb]
+        span = self.ts[t] - self.ts[tb] if tb >= 0 else 0.0
+        if tb >= 0 and self.ok[tb] and mask[0] and span > 0:  # repeated timestamps: leave masked
             accel = (v_now - rotate_vectors(self.vel[tb], yaw)) / span
             if np.isfinite(accel).all():
                 status[2:4], mask[2:4] = accel, True
-            status[4], mask[4] = wrap_angle(self.heading[t] - self.heading[tb]) / span, True
+            yaw_rate = wrap_angle(self.heading[t] - self.heading[tb]) / span
+            status[4], mask[4] = (yaw_rate, True) if np.isfinite(yaw_rate) else (0.0, False)
         return status, mask
 
 

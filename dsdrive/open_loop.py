@@ -117,7 +117,8 @@ def render_markdown(results: dict[str, dict], title: str = "Open-loop planning")
     """Markdown tables, one per protocol: a row per planner x {ALL, LEFT, RIGHT, STRAIGHT}.
 
     Args:
-        results: planner name -> :func:`evaluate_planner` output.
+        results: planner name -> :func:`evaluate_planner` output; planners flagged
+            ``privileged`` (they read ground-truth agent futures) are marked in their rows.
     """
     horizons = [*HORIZON_STEPS, "avg"]
     head = (
@@ -129,12 +130,13 @@ def render_markdown(results: dict[str, dict], title: str = "Open-loop planning")
     for protocol in PROTOCOLS:
         lines += [f"## {PROTOCOL_TITLES[protocol]}", "", head, sep]
         for name, res in results.items():
+            label = f"{name} (privileged)" if res.get("privileged") else name
             for cmd in ("ALL", *COMMANDS):
                 summary = res["metrics"][cmd]
                 l2 = summary[protocol]["L2"]
                 col = summary[protocol]["collision"]
                 lines.append(
-                    f"| {name} | {cmd} | {summary['num_samples']} | "
+                    f"| {label} | {cmd} | {summary['num_samples']} | "
                     + " | ".join(_fmt(l2[h], 3) for h in horizons) + " | "
                     + " | ".join(_fmt(col[h], 2) for h in horizons) + " |"
                 )
@@ -143,7 +145,8 @@ def render_markdown(results: dict[str, dict], title: str = "Open-loop planning")
         "L2: ego-frame x, y distance to the ground-truth future. Collision: ego box 4.084 x 1.85 m "
         "(centre 0.5 m ahead of the waypoint) overlapping a ground-truth agent box at the same future "
         "step, counted only where the ground-truth trajectory does not collide there. Samples with an "
-        "incomplete 3 s ground-truth future are skipped."
+        "incomplete 3 s ground-truth future are skipped. (privileged): the planner reads ground-truth "
+        "agent futures (the DistillDrive planning teacher), so its row is not comparable."
     )
     return "\n".join(lines) + "\n"
 

@@ -44,7 +44,7 @@ from dsdrive.sim.adapter import AgentState, EgoState, MapCache, agent_type_of, b
 from dsdrive.sim.controller import WaypointController
 from dsdrive.sim.explain import describe_plan
 from dsdrive.sim.scenario_index import WorkingCopy
-from dsdrive.types import FUTURE_STEPS
+from dsdrive.types import FUTURE_STEPS, STEP_SECONDS
 
 SIM_DT = 0.1
 TAIL_TRIM_STEPS = 5
@@ -204,8 +204,11 @@ def _call_planner(planner: Planner, inputs, explain: bool = True) -> tuple[np.nd
 
 
 def _logged_future(sr: ScenarioRollout, step: int) -> np.ndarray:
-    """(6, 3) logged ego future in the ego frame of ``step`` (last valid pose held past the end)."""
-    idx = np.minimum(step + np.arange(1, FUTURE_STEPS + 1) * 5, len(sr.log_xy) - 1)
+    """(6, 3) logged ego future in the ego frame of ``step`` (the last valid pose is held past the
+    end of the valid log)."""
+    stride = round(STEP_SECONDS / SIM_DT)  # 5 simulator steps per 0.5 s waypoint
+    last_valid = np.flatnonzero(sr.log_valid)[-1] if sr.log_valid.any() else len(sr.log_xy) - 1
+    idx = np.minimum(step + np.arange(1, FUTURE_STEPS + 1) * stride, last_valid)
     xy = global_to_ego(sr.log_xy[idx], sr.log_xy[step], sr.log_yaw[step])
     yaw = wrap_angle(sr.log_yaw[idx] - sr.log_yaw[step])
     return np.concatenate([xy, np.asarray(yaw)[:, None]], axis=1)
