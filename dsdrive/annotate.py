@@ -49,6 +49,7 @@ raising batches are recorded as failures (``--retry-failed`` reruns them); the l
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dsdrive annotate`` options (teacher, data, output, batching, VLM/API settings)."""
     p = argparse.ArgumentParser(prog="dsdrive annotate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, choices=sorted(TEACHERS), help="teacher to run")

@@ -24,6 +24,8 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``dsdrive <command> ...`` to the command's module; returns its exit code (2 for
+    an unknown command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
         width = max(map(len, SUBCOMMANDS))

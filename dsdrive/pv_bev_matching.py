@@ -52,15 +52,18 @@ class MatchStats:
 
     @property
     def matched(self) -> int:
+        """Objects matched to an agent, by IoU or by the centre fallback."""
         return self.matched_iou + self.matched_centre
 
     def add(self, other: "MatchStats") -> None:
+        """Accumulate another call's counts into this one."""
         self.objects += other.objects
         self.matched_iou += other.matched_iou
         self.matched_centre += other.matched_centre
         self.unmatched.update(other.unmatched)
 
     def summary(self) -> dict:
+        """The counts as a JSON-ready dict (objects, matched by IoU / centre, unmatched by reason)."""
         return {
             "objects": self.objects, "matched": self.matched, "matched_iou": self.matched_iou,
             "matched_centre": self.matched_centre, "unmatched": dict(self.unmatched),

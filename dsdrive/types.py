@@ -105,6 +105,7 @@ class Agents:
 
     @classmethod
     def empty(cls) -> "Agents":
+        """No agents: (0, 7) boxes, (0, 2) velocities."""
         return cls([], [], np.zeros((0, 7), np.float32), np.zeros((0, 2), np.float32))
 
 
@@ -125,6 +126,7 @@ class MapPolylines:
 
     @classmethod
     def empty(cls) -> "MapPolylines":
+        """No polylines: (0, 20, 2) points."""
         return cls([], np.zeros((0, MAP_POINTS, 2), np.float32))
 
 
@@ -219,10 +221,12 @@ class PlanningSample:
 
     @property
     def sample_id(self) -> str:
+        """The keyframe id (``inputs.sample_id``)."""
         return self.inputs.sample_id
 
     @property
     def scene_id(self) -> str:
+        """The scene id (``inputs.scene_id``)."""
         return self.inputs.scene_id
 
     # ----------------------------------------------------------------- row (Arrow) conversion

@@ -60,6 +60,7 @@ class _MapSkips:
         self.messages: list[str] = []
 
     def skip(self, kind, file, reason, scene_id="", step=None, code=None) -> None:
+        """Record a skipped agent/step (the builder's report interface) as a message."""
         self.messages.append(f"{kind}: {reason}")
 
 
@@ -139,6 +140,7 @@ class AgentState:
 
     @classmethod
     def empty(cls) -> "AgentState":
+        """No agents (all arrays with a leading dimension of 0)."""
         return cls([], [], np.zeros((0, 2)), np.zeros(0), np.zeros((0, 3)), np.zeros((0, 2)))
 
 

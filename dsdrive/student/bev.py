@@ -40,10 +40,12 @@ class BevGrid:
 
     @property
     def dx(self) -> float:
+        """Cell size along x (forward), metres; rows index x."""
         return (self.x_max - self.x_min) / self.height
 
     @property
     def dy(self) -> float:
+        """Cell size along y (left), metres; columns index y."""
         return (self.y_max - self.y_min) / self.width
 
     def cell_centres(self) -> np.ndarray:
