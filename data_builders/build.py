@@ -6,7 +6,7 @@ Run as:
     dsdrive build --source nuscenes --input ~/data/nuscenes --version v1.0-mini --out /tmp/planning-nusc
     dsdrive build --source metadrive-pg --num-scenarios 8 --out /tmp/planning-pg
 
-Writes the samples with :func:`dsdrive.dataset.save_samples` (atomic: an interrupted build leaves
+Writes the samples with :func:`dsdrive.data.dataset.save_samples` (atomic: an interrupted build leaves
 the previous dataset in place) and ``build_report.json`` inside the output folder (samples per
 scene, command counts, every skipped file / scene / keyframe / agent with its reason).
 ``--source scenarionet`` is built here; the other sources are dispatched to
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_report(out_dir: Path, report: dict) -> Path:
     """Write ``build_report.json`` into ``out_dir`` (temporary file + rename)."""
-    from dsdrive.atomic_io import write_json_atomic
+    from dsdrive.data.atomic_io import write_json_atomic
 
     return write_json_atomic(out_dir / "build_report.json", report)
 
@@ -84,8 +84,8 @@ def _print_summary(report: dict) -> None:
 def build_scenarionet(args: argparse.Namespace) -> int:
     """Build a ScenarioNet folder (``args`` from :func:`build_parser`); returns an exit code."""
     from data_builders.scenarionet import BuildOptions, build_folder
-    from dsdrive.paths import default_scenarios_dir
-    from dsdrive.types import COMMANDS
+    from dsdrive.data.paths import default_scenarios_dir
+    from dsdrive.data.types import COMMANDS
 
     t0 = time.perf_counter()
     try:
@@ -125,7 +125,7 @@ def save_build(samples: list, out: Path, report: dict, t0: float, source: Path) 
 
     Returns 0, or 1 (nothing written, any earlier output kept) when ``samples`` is empty.
     """
-    from dsdrive.dataset import save_samples
+    from dsdrive.data.dataset import save_samples
 
     report["seconds"] = time.perf_counter() - t0
     if not samples:

@@ -32,7 +32,7 @@ import datasets
 from datasets import Features, Sequence, Value
 from pydantic import BaseModel, Field
 
-from dsdrive.types import CAMERA_NAMES
+from dsdrive.data.types import CAMERA_NAMES
 
 STAGES = ("perception", "prediction", "planning", "behavior")
 _KEY = re.compile(r"^<(c\d+),(CAM_[A-Z_]+),(-?[\d.]+),(-?[\d.]+)>$")
@@ -195,8 +195,8 @@ def build(args: argparse.Namespace) -> int:
         print(f"  skipped {s}", file=sys.stderr)
     if not records:
         return 1
-    from dsdrive.atomic_io import write_json_atomic
-    from dsdrive.dataset import save_dataset_atomic
+    from dsdrive.data.atomic_io import write_json_atomic
+    from dsdrive.data.dataset import save_dataset_atomic
 
     out = Path(args.out)
     save_dataset_atomic(records_to_dataset(records), out)

@@ -38,7 +38,7 @@ The scenarios are written as
 ``source = "metadrive"``.
 
 Simulation is state-only (no rendering): the offline asset stub of
-:mod:`dsdrive.sim.metadrive_assets` suffices. Already generated seeds are reused (resumable).
+:mod:`dsdrive.evaluation.closed_loop.metadrive_assets` suffices. Already generated seeds are reused (resumable).
 Dropped seeds are remembered in
 :data:`GENERATION_LOG` and not tried again; the build report counts them.
 """
@@ -57,7 +57,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dsdrive.atomic_io import write_bytes_atomic, write_json_atomic
+from dsdrive.data.atomic_io import write_bytes_atomic, write_json_atomic
 
 MAP_BLOCKS = 3
 """Blocks per procedural map (straight, curve, intersection, roundabout ... chosen by seed)."""
@@ -89,7 +89,7 @@ def scene_id_of_seed(seed: int) -> str:
 
 def _plain(obj):
     """Recursively turn MetaDrive's export into dicts/lists/str/int/float/numpy arrays only
-    (so :func:`dsdrive.safe_pickle.load_pickle` reads it)."""
+    (so :func:`dsdrive.data.safe_pickle.load_pickle` reads it)."""
     import numpy as np
 
     if isinstance(obj, dict):
@@ -178,12 +178,12 @@ def _record_episode(env, seed: int, episode_steps: int) -> tuple[dict | None, di
 
 def _comfort_violations(sd: dict) -> dict[str, float]:
     """nuPlan comfort bounds the logged expert breaks over the kept frames: name -> the frame's
-    time (s) of its first violation (:func:`dsdrive.sim.closed_loop_metrics.comfort_bounds_ok`).
+    time (s) of its first violation (:func:`dsdrive.evaluation.closed_loop.metrics.comfort_bounds_ok`).
     The IDM expert does not slow for sharp turns and brakes at up to 5 m/s^2: such logs fail the
     comfort metric even in log replay; this says so before any replay."""
     import numpy as np
 
-    from dsdrive.sim.closed_loop_metrics import comfort_bounds_ok, comfort_signals
+    from dsdrive.evaluation.closed_loop.metrics import comfort_bounds_ok, comfort_signals
 
     ego = sd["tracks"][str(sd["metadata"]["sdc_id"])]["state"]
     ok = comfort_bounds_ok(comfort_signals(np.asarray(ego["position"])[:, :2], np.asarray(ego["heading"]).reshape(-1)))
@@ -227,7 +227,7 @@ def generate_scenarios(out_dir: str | Path, num_scenarios: int, start_seed: int 
         from metadrive.envs.metadrive_env import MetaDriveEnv
         from metadrive.policy.idm_policy import IDMPolicy
 
-        from dsdrive.sim.metadrive_assets import ensure_offline_assets
+        from dsdrive.evaluation.closed_loop.metadrive_assets import ensure_offline_assets
 
         ensure_offline_assets()
         env = MetaDriveEnv(dict(
@@ -256,8 +256,8 @@ def generate_scenarios(out_dir: str | Path, num_scenarios: int, start_seed: int 
 
 
 def _write_index(folder: Path) -> None:
-    from dsdrive.safe_pickle import load_pickle
-    from dsdrive.sim.scenario_index import write_index_files
+    from dsdrive.data.safe_pickle import load_pickle
+    from dsdrive.evaluation.closed_loop.scenario_index import write_index_files
 
     write_index_files(folder, {p.name: load_pickle(p)["metadata"] for p in sorted(folder.glob("sd_*.pkl"))})
 
@@ -290,7 +290,7 @@ def build(args: argparse.Namespace) -> int:
     samples = [s for s in samples if s.scene_id in keep]
     for s in samples:
         s.source = "metadrive"
-    from dsdrive.types import COMMANDS
+    from dsdrive.data.types import COMMANDS
 
     per_scene: dict[str, Counter] = {}
     for s in samples:

@@ -1,4 +1,4 @@
-"""nuScenes (through nuscenes-devkit) -> :class:`dsdrive.types.PlanningSample`, one per keyframe.
+"""nuScenes (through nuscenes-devkit) -> :class:`dsdrive.data.types.PlanningSample`, one per keyframe.
 
 Run as:
     dsdrive build --source nuscenes --input ~/data/nuscenes --version v1.0-mini --out /tmp/planning-nusc
@@ -54,7 +54,7 @@ from pyquaternion import Quaternion
 
 from data_builders.nuscenes_map import NuScenesMapExtractor
 from dsdrive.geometry import wrap_angle
-from dsdrive.types import (
+from dsdrive.data.types import (
     AGENT_FUTURE_STEPS,
     CAMERA_NAMES,
     EGO_STATUS_FIELDS,
@@ -80,7 +80,7 @@ CAN_MONITOR_MAX_AGE_S = 0.6
 
 
 def agent_type(category: str) -> str:
-    """nuScenes category name -> :data:`dsdrive.types.AGENT_TYPES` entry.
+    """nuScenes category name -> :data:`dsdrive.data.types.AGENT_TYPES` entry.
 
     ``vehicle.bicycle`` / ``vehicle.motorcycle`` -> CYCLIST, other ``vehicle.*`` -> VEHICLE,
     ``human.pedestrian.*`` -> PEDESTRIAN, ``movable_object.trafficcone`` -> TRAFFIC_CONE,
@@ -390,9 +390,9 @@ def _build_one(nusc, helper, scene, keyframes, poses, times, i, location, canbus
 
 
 def build(args: argparse.Namespace) -> int:
-    """``dsdrive build --source nuscenes``: build, save with :func:`dsdrive.dataset.save_samples`,
+    """``dsdrive build --source nuscenes``: build, save with :func:`dsdrive.data.dataset.save_samples`,
     write ``build_report.json`` and print a summary. Returns 0 ok, 1 nothing built, 2 bad input."""
-    from dsdrive.dataset import save_samples
+    from dsdrive.data.dataset import save_samples
 
     t0 = time.perf_counter()
     if not args.input:
@@ -426,7 +426,7 @@ def build(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_samples(samples, out)
     report.update(source=SOURCE, input=str(args.input), out=str(out.resolve()), commands=dict(commands), seconds=time.perf_counter() - t0)
-    from dsdrive.atomic_io import write_json_atomic
+    from dsdrive.data.atomic_io import write_json_atomic
 
     write_json_atomic(out / "build_report.json", report)
     print(f"wrote {out} in {report['seconds']:.1f} s")

@@ -1,4 +1,4 @@
-"""nuScenes map expansion -> ego-frame map polylines (:class:`dsdrive.types.MapPolylines`).
+"""nuScenes map expansion -> ego-frame map polylines (:class:`dsdrive.data.types.MapPolylines`).
 
 Classes follow the vectorised-map convention of MapTR / VAD (Liao et al., ICLR 2023; Jiang et
 al., ICCV 2023), plus lane centrelines:
@@ -13,7 +13,7 @@ al., ICCV 2023), plus lane centrelines:
 Each element is clipped to the ego-frame ROI box ``|x| <= half_x, |y| <= half_y`` (a clipped
 line may split into several parts), transformed with the 2D ego pose (map layers carry no
 height, so the ego pitch/roll is ignored: < 0.03 % of the distance for a 1 deg tilt) and
-resampled at equal arc length to :data:`dsdrive.types.MAP_POINTS` points. Polylines are ordered
+resampled at equal arc length to :data:`dsdrive.data.types.MAP_POINTS` points. Polylines are ordered
 by distance to the ego, nearest first.
 
 Without ``<dataroot>/maps/expansion/<location>.json`` the map is empty and the missing location
@@ -32,7 +32,7 @@ from shapely.geometry import LineString, MultiLineString, MultiPolygon, Point, P
 from shapely.ops import unary_union
 
 from dsdrive.geometry import resample_polyline
-from dsdrive.types import MAP_POINTS, MapPolylines
+from dsdrive.data.types import MAP_POINTS, MapPolylines
 
 CENTERLINE_RESOLUTION_M = 0.5
 

@@ -1,4 +1,4 @@
-"""ScenarioNet scenarios -> :class:`dsdrive.types.PlanningSample` (one per keyframe).
+"""ScenarioNet scenarios -> :class:`dsdrive.data.types.PlanningSample` (one per keyframe).
 
 Run as:
     dsdrive build --source scenarionet --input ../shared/data/nuscenes-mini-scenarionet --out /tmp/planning
@@ -43,9 +43,9 @@ from tqdm import tqdm
 
 from data_builders.scenarionet_map import MapIndex
 from dsdrive.geometry import global_to_ego, rotate_vectors, wrap_angle
-from dsdrive.paths import GET_DATA_HELP
-from dsdrive.safe_pickle import UnsafePickleError, load_pickle
-from dsdrive.types import (
+from dsdrive.data.paths import GET_DATA_HELP
+from dsdrive.data.safe_pickle import UnsafePickleError, load_pickle
+from dsdrive.data.types import (
     AGENT_FUTURE_STEPS,
     AGENT_TYPES,
     EGO_STATUS_FIELDS,

@@ -27,7 +27,7 @@ import numpy as np
 import shapely
 
 from dsdrive.geometry import ego_to_global, global_to_ego, resample_polyline
-from dsdrive.types import MAP_POINTS, MapPolylines
+from dsdrive.data.types import MAP_POINTS, MapPolylines
 
 
 def map_type_of(feature_id: str, scenarionet_type: str) -> str | None:

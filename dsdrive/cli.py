@@ -17,9 +17,9 @@ import sys
 
 SUBCOMMANDS = {
     "build": ("data_builders.build", "build planning samples from ScenarioNet / nuScenes / DriveLM / MetaDrive"),
-    "annotate": ("dsdrive.annotate", "annotate planning samples with a teacher (rule | qwen-vl | openai)"),
-    "merge": ("dsdrive.annotate", "join annotation shards into a planning dataset by sample id"),
-    "vocab": ("dsdrive.planning_vocabulary", "rebuild the planning and motion vocabularies (k-means) from the training scenes"),
+    "annotate": ("dsdrive.annotation.annotate", "annotate planning samples with a teacher (rule | qwen-vl | openai)"),
+    "merge": ("dsdrive.annotation.annotate", "join annotation shards into a planning dataset by sample id"),
+    "vocab": ("dsdrive.distilldrive.planning_vocabulary", "rebuild the planning and motion vocabularies (k-means) from the training scenes"),
 }
 
 

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from dsdrive.sim.rollout import RolloutConfig, make_env, rollout_scenario
-from dsdrive.sim.scenario_index import prepare_working_copy
+from dsdrive.evaluation.closed_loop.rollout import RolloutConfig, make_env, rollout_scenario
+from dsdrive.evaluation.closed_loop.scenario_index import prepare_working_copy
 
 
 def _run(work, planner, config, repeats: int) -> tuple[float, int, list[float]]:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args(argv)
-    from dsdrive.paths import default_scenarios_dir
+    from dsdrive.data.paths import default_scenarios_dir
     from dsdrive.planners.registry import load_planner, needs_checkpoint
 
     src = default_scenarios_dir(args.scenarios)

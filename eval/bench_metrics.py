@@ -3,12 +3,12 @@
 Run as:
     python eval/bench_metrics.py --data outputs/main/planning --synthetic 2000
 
-Prints, for each workload, the wall time of :func:`dsdrive.metrics.planning.evaluate_trajectories`
-(numpy, batched separating-axis test) and of :func:`dsdrive.metrics.reference.reference_evaluate`
+Prints, for each workload, the wall time of :func:`dsdrive.evaluation.metrics.planning.evaluate_trajectories`
+(numpy, batched separating-axis test) and of :func:`dsdrive.evaluation.metrics.reference.reference_evaluate`
 (shapely loop), their ratio, and the agreement: mismatched collision indicators (must be 0) and
 the largest absolute difference of per-step L2 and of every reported table value.
 Workloads: the held-out scenes of ``--data`` planned by the constant-velocity baseline (when
-``--data`` is given), and ``--synthetic`` random samples from :mod:`dsdrive.metrics.synthetic`
+``--data`` is given), and ``--synthetic`` random samples from :mod:`dsdrive.evaluation.metrics.synthetic`
 with noisy ground-truth predictions.
 """
 
@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
-from dsdrive.metrics.planning import PROTOCOLS, complete_future_mask, evaluate_trajectories, summarize_by_command
-from dsdrive.metrics.reference import reference_evaluate
-from dsdrive.metrics.synthetic import random_samples
+from dsdrive.evaluation.metrics.planning import PROTOCOLS, complete_future_mask, evaluate_trajectories, summarize_by_command
+from dsdrive.evaluation.metrics.reference import reference_evaluate
+from dsdrive.evaluation.metrics.synthetic import random_samples
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.data:
-        from dsdrive.dataset import load_dataset_dir, load_samples
-        from dsdrive.open_loop import plan_samples, select_scenes
+        from dsdrive.data.dataset import load_dataset_dir, load_samples
+        from dsdrive.evaluation.open_loop import plan_samples, select_scenes
         from dsdrive.planners.constant_velocity import ConstantVelocityPlanner
 
         scenes = select_scenes(list(load_dataset_dir(args.data)["scene_id"]), args.scenes)

@@ -53,7 +53,7 @@ def build(samples, hidden: int, layers: int, heads: int, vocab: int = 0, tok_voc
     """(student, processor) on a random Qwen2 backbone (hidden x layers) with a BPE trained on ``samples``."""
     from transformers import AutoModelForCausalLM
 
-    from dsdrive.planning_vocabulary import PlanningVocabulary
+    from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
     from dsdrive.student import StudentModel, StudentProcessor
     from dsdrive.student.backbone import tiny_qwen2_config
     from dsdrive.student.tokenizer import build_tokenizer
@@ -124,7 +124,7 @@ MEM_CHILD = r"""
 import json, resource, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
-from dsdrive.dataset import load_samples
+from dsdrive.data.dataset import load_samples
 from dsdrive.student import StudentModel, StudentProcessor
 from dsdrive.student.backbone import load_backbone
 from dsdrive.student.lora import apply_lora
@@ -153,7 +153,7 @@ print(json.dumps({{"peak_mib": peak, "backbone_footprint_mib": foot / 2**20, "de
 def bench_memory(data: str, hidden: int, layers: int, vocab: int, batch_size: int) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from dsdrive.dataset import load_samples
+    from dsdrive.data.dataset import load_samples
     from dsdrive.student.backbone import tiny_qwen2_config
     from dsdrive.student.tokenizer import build_tokenizer
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from dsdrive.dataset import load_samples
+    from dsdrive.data.dataset import load_samples
 
     samples = [s for s in load_samples(a.data) if s.annotation][: max(a.samples, a.batch_size)]
     only = set(a.only.split(","))

@@ -10,7 +10,7 @@ teacher 31.6, student 6.0 on a GPU; their student also runs image backbones). Th
 timed on whole samples (it is privileged: it reads ground-truth agent futures), the student on
 ``PlanningInputs`` only. Input building (collation, tokenisation) is included for both. Without
 ``--student`` (or if the folder is missing) only the teacher is timed and the ratio is reported
-as not measured. Without ``--data`` the synthetic samples of ``dsdrive.metrics.synthetic`` are used.
+as not measured. Without ``--data`` the synthetic samples of ``dsdrive.evaluation.metrics.synthetic`` are used.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     if args.data:
-        from dsdrive.dataset import load_samples
+        from dsdrive.data.dataset import load_samples
 
         samples = load_samples(args.data)[: args.num_samples]
     else:
-        from dsdrive.metrics.synthetic import random_samples
+        from dsdrive.evaluation.metrics.synthetic import random_samples
 
         samples = random_samples(args.num_samples, seed=0)
-    from dsdrive.planners.planning_teacher import PlanningTeacherPlanner
+    from dsdrive.planners.distilldrive_teacher import PlanningTeacherPlanner
 
     teacher = PlanningTeacherPlanner(args.teacher, device=args.device)
     student = None

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from helpers_vlm import DRIVELM, NUSCENES_INFO, build_tiny_qwen_vl, drivelm_keyframe_sample, nuscenes_sample_0061
 
-    from dsdrive.teachers.qwen_vl import QwenVLTeacher
+    from dsdrive.annotation.annotators.qwen_vl import QwenVLTeacher
 
     if not (NUSCENES_INFO.exists() and DRIVELM.exists()):
         print(f"real data absent ({NUSCENES_INFO.parent}, {DRIVELM}); nothing to benchmark", file=sys.stderr)

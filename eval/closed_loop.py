@@ -19,8 +19,8 @@ was trained on.
 
 Each planner (``log_replay`` = the logged expert, the reference row; any name of
 :func:`dsdrive.planners.registry.load_planner`) is rolled out on every scene (planner at 2 Hz,
-pure pursuit + PID at 10 Hz; see :mod:`dsdrive.sim.rollout`), scored with
-:mod:`dsdrive.sim.closed_loop_metrics` (route completion, collisions, NAVSIM-style NC / DAC / TTC /
+pure pursuit + PID at 10 Hz; see :mod:`dsdrive.evaluation.closed_loop.rollout`), scored with
+:mod:`dsdrive.evaluation.closed_loop.metrics` (route completion, collisions, NAVSIM-style NC / DAC / TTC /
 C / EP / PDMS, latency) and reported in ``OUT/report.html`` (opens with no server) and
 ``OUT/report.json``. The ScenarioNet index files are written into a working copy
 (``OUT/scenarios`` by default), never into the source folder. MetaDrive assets are checked and,
@@ -37,10 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-from dsdrive.sim.closed_loop_metrics import aggregate, scenario_metrics
-from dsdrive.sim.report import write_report
-from dsdrive.sim.rollout import RolloutConfig, run_closed_loop
-from dsdrive.sim.scenario_index import prepare_working_copy
+from dsdrive.evaluation.closed_loop.metrics import aggregate, scenario_metrics
+from dsdrive.evaluation.closed_loop.report import write_report
+from dsdrive.evaluation.closed_loop.rollout import RolloutConfig, run_closed_loop
+from dsdrive.evaluation.closed_loop.scenario_index import prepare_working_copy
 
 LOG_REPLAY = "log_replay"
 
@@ -103,7 +103,7 @@ def resolve_checkpoints(args: argparse.Namespace, out: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dsdrive.paths import default_scenarios_dir
+    from dsdrive.data.paths import default_scenarios_dir
 
     out = Path(args.out)
     try:

@@ -8,7 +8,7 @@ Run as:
 
 Writes FILE.json (all figures) and FILE.md (tables for the ST-P3 and UniAD protocols, all
 samples and per command) and prints the tables. ``--scenes`` defaults to ``val``: the held-out
-scenes of :func:`dsdrive.splits.split_scenes`.
+scenes of :func:`dsdrive.data.splits.split_scenes`.
 
 ego_mlp without a checkpoint: with ``--train-ego-mlp-if-missing`` it is trained on the
 *training* scenes of the same ``--data`` (never the held-out ones), saved to
@@ -21,14 +21,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from dsdrive.dataset import load_dataset_dir, load_samples
-from dsdrive.open_loop import PROTOCOL_TITLES, evaluate_planner, render_markdown, select_scenes, write_report
+from dsdrive.data.dataset import load_dataset_dir, load_samples
+from dsdrive.evaluation.open_loop import PROTOCOL_TITLES, evaluate_planner, render_markdown, select_scenes, write_report
 from dsdrive.planners.registry import load_planner, parse_checkpoints, planner_names
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive.dataset.save_samples)")
+    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive.data.dataset.save_samples)")
     ap.add_argument("--planner", nargs="+", required=True, choices=planner_names(), help="one or more planners")
     ap.add_argument("--checkpoint", nargs="*", default=[], help="DIR, or NAME=DIR per trained planner")
     ap.add_argument("--scenes", default="val", help="val (default) | train | all | comma-separated scene ids")

@@ -16,12 +16,12 @@ meta-action heads). The held-out scenes are never trained on; the tokenizer (tin
 and the planning vocabulary are fitted on the training scenes only. Output folder: the student
 checkpoint (config.json, model.safetensors with the vocabulary buffer, tokenizer files,
 processor_config.json; LoRA merged), loadable by ``dsdrive.planners.student.StudentPlanner``,
-plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.open_loop``). QLoRA runs also
+plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.evaluation.open_loop``). QLoRA runs also
 keep the adapter checkpoint in ``adapter/`` and export the student by loading the backbone again
 in full precision and merging the adapters into that copy (QLoRA, Dettmers et al. 2023: 4-bit
 base weights cannot hold an exact merge). Bad settings or data fail before training with a
-``ValueError`` naming the field / file (:mod:`dsdrive.distill_config`). ``--planning_kd_teacher DIR``
-adds DistillDrive planning KD (recipes/configs/tiny/distill_kd.yaml; :mod:`dsdrive.planning_kd`). Under ``accelerate
+``ValueError`` naming the field / file (:mod:`dsdrive.training.distill_config`). ``--planning_kd_teacher DIR``
+adds DistillDrive planning KD (recipes/configs/tiny/distill_kd.yaml; :mod:`dsdrive.training.planning_kd`). Under ``accelerate
 launch`` every process trains; only the main process writes the export and the evaluation.
 """
 
@@ -35,13 +35,13 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
-from dsdrive.atomic_io import write_json_atomic
-from dsdrive.dataset import load_dataset_dir, load_samples
-from dsdrive.distill_config import DistillConfig, check_annotations, resolve_backbone_path
-from dsdrive.distill_trainer import DistillTrainer, EncodedSamples
-from dsdrive.planning_kd import drop_planning_kd, setup_planning_kd
-from dsdrive.planning_vocabulary import PlanningVocabulary
-from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
+from dsdrive.data.atomic_io import write_json_atomic
+from dsdrive.data.dataset import load_dataset_dir, load_samples
+from dsdrive.training.distill_config import DistillConfig, check_annotations, resolve_backbone_path
+from dsdrive.training.distill_trainer import DistillTrainer, EncodedSamples
+from dsdrive.training.planning_kd import drop_planning_kd, setup_planning_kd
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
+from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
 from dsdrive.student import StudentDataCollator, StudentModel, StudentProcessor
 from dsdrive.student.backbone import load_backbone, tiny_qwen2_config
 from dsdrive.student.lora import apply_lora, merge_lora
@@ -110,7 +110,7 @@ def enable_gradient_checkpointing(model: StudentModel, args: DistillConfig) -> N
 
 def load_training_data(script: ScriptArguments, args: DistillConfig):
     """(train, heldout, train scene ids, held-out scene ids); raises ValueError before training on
-    an empty training split or missing annotations (:func:`dsdrive.distill_config.check_annotations`)."""
+    an empty training split or missing annotations (:func:`dsdrive.training.distill_config.check_annotations`)."""
     columns = load_dataset_dir(script.data).column_names
     samples = load_samples(script.data)
     train_ids, val_ids = split_scenes([s.scene_id for s in samples], tuple(v for v in script.val_scenes.split(",") if v))
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"student: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.2f} M trainable, LoRA {'on' if args.use_lora else 'off'}")
 
     train_set, collator = EncodedSamples(train, processor), StudentDataCollator(processor)
-    if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.planning_kd)
+    if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.training.planning_kd)
         collator = setup_planning_kd(model, args, train, train_set.items, collator)
     trainer = DistillTrainer(model=model, args=args, train_dataset=train_set,
                              eval_dataset=EncodedSamples(heldout, processor) if heldout else None, data_collator=collator)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     processor.save_pretrained(out)
     report = {"val_scenes": val_ids, "eval_losses": metrics, "log_history": trainer.state.log_history}
     if script.eval_open_loop and heldout:
-        from dsdrive.open_loop import evaluate_planner
+        from dsdrive.evaluation.open_loop import evaluate_planner
         from dsdrive.planners.student import StudentPlanner
 
         report["open_loop"] = evaluate_planner(StudentPlanner(out), heldout, progress=False)

@@ -9,8 +9,8 @@ Run as:
 ``--config`` sets defaults, flags override (trl ``TrlParser``). Output folder: ``config.json``,
 ``model.safetensors`` (both vocabularies inside as buffers), ``planning_vocabulary.json``,
 ``motion_vocabulary.json``, ``train_log.json`` (per-step losses), ``eval_heldout.json``
-(L2 / collision via ``dsdrive.metrics``, with and without collision rescoring). The held-out
-scenes (``--val_scenes``, default ``dsdrive.splits.DEFAULT_VAL_SCENES``) are never trained on,
+(L2 / collision via ``dsdrive.evaluation.metrics``, with and without collision rescoring). The held-out
+scenes (``--val_scenes``, default ``dsdrive.data.splits.DEFAULT_VAL_SCENES``) are never trained on,
 and the vocabularies are fitted on the training scenes only.
 """
 
@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from trl import TrlParser
 
-from dsdrive.dataset import load_samples
+from dsdrive.data.dataset import load_samples
 from dsdrive.distilldrive import PlanningTeacher, PlanningTeacherConfig
-from dsdrive.atomic_io import write_json_atomic
+from dsdrive.data.atomic_io import write_json_atomic
 from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
 from dsdrive.distilldrive.trainer import evaluate_teacher, fit_teacher
-from dsdrive.planning_vocabulary import PlanningVocabulary
-from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
+from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
 
 
 @dataclass

@@ -15,11 +15,11 @@ export PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 
 echo "== 1/5 build planning samples (ScenarioNet -> ego-frame keyframes at 2 Hz)"
-if python -c "from dsdrive.paths import default_scenarios_dir; default_scenarios_dir()" 2>/dev/null; then
+if python -c "from dsdrive.data.paths import default_scenarios_dir; default_scenarios_dir()" 2>/dev/null; then
   dsdrive build --source scenarionet ${DSDRIVE_SCENARIOS:+--input "$DSDRIVE_SCENARIOS"} --out "$OUT/planning" --no-progress
 else
   # No real scenes here: say how to get them, then drive on MetaDrive's procedural scenarios.
-  python -c "from dsdrive.paths import GET_DATA_HELP; print(GET_DATA_HELP)"
+  python -c "from dsdrive.data.paths import GET_DATA_HELP; print(GET_DATA_HELP)"
   echo "Falling back to 8 MetaDrive procedural scenarios (dsdrive build --source metadrive-pg)."
   dsdrive build --source metadrive-pg --num-scenarios 8 --out "$OUT/planning" --no-progress
 fi

@@ -26,5 +26,5 @@ env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$PIP" install --quiet "torch==2
 "$VENV/bin/python" -c "import torch, torchvision, transformers, peft, trl, accelerate, datasets, qwen_vl_utils, nuscenes, dsdrive; print('dsdrive environment ready: torch', torch.__version__, 'transformers', transformers.__version__)"
 # MetaDrive downloads its assets from GitHub on first use; offline, create the stub that state/BEV
 # simulation needs (prints a WARNING when it does; never downloads).
-"$VENV/bin/python" -m dsdrive.sim.metadrive_assets
+"$VENV/bin/python" -m dsdrive.evaluation.closed_loop.metadrive_assets
 echo "$want" > "$STAMP"

@@ -4,7 +4,7 @@ Run as:
     python recipes/train_ego_mlp.py --data outputs/main/planning --out outputs/ckpt/ego_mlp
     python eval/open_loop.py --data outputs/main/planning --planner ego_mlp --checkpoint outputs/ckpt/ego_mlp --out outputs/open_loop/ego_mlp.json
 
-Held-out scenes (``--val-scenes``, default :data:`dsdrive.splits.DEFAULT_VAL_SCENES`) are never
+Held-out scenes (``--val-scenes``, default :data:`dsdrive.data.splits.DEFAULT_VAL_SCENES`) are never
 used for training. CPU, a few seconds; deterministic under ``--seed``.
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from dsdrive.planners.ego_mlp import EgoMLPConfig, train_ego_mlp_on_split
-from dsdrive.splits import DEFAULT_VAL_SCENES
+from dsdrive.data.splits import DEFAULT_VAL_SCENES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsdrive.types import AGENT_FUTURE_STEPS, FUTURE_STEPS, MAP_POINTS, Agents, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
+from dsdrive.data.types import AGENT_FUTURE_STEPS, FUTURE_STEPS, MAP_POINTS, Agents, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
 
 DT = 0.5
 
@@ -66,7 +66,7 @@ def make_sample(sample_id: str = "s0", speed: float = 8.0, accel: float = 0.0, f
 
 def make_dataset(out_dir: Path, n: int = 12) -> list[PlanningSample]:
     """Save ``n`` synthetic samples (varied speeds; the last one with an all-masked future) to ``out_dir``."""
-    from dsdrive.dataset import save_samples
+    from dsdrive.data.dataset import save_samples
 
     samples = [make_sample(f"synth-{k:03d}", speed=float(2 + k % 9), accel=float((k % 5) - 2)) for k in range(n - 1)]
     samples.append(make_sample(f"synth-{n - 1:03d}", future_mask=np.zeros(FUTURE_STEPS, bool)))

@@ -6,9 +6,9 @@ import numpy as np
 
 from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
 from dsdrive.distilldrive.planning_teacher import PlanningTeacher, PlanningTeacherConfig
-from dsdrive.metrics.synthetic import random_samples
-from dsdrive.planning_vocabulary import PlanningVocabulary
-from dsdrive.types import (
+from dsdrive.evaluation.metrics.synthetic import random_samples
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
+from dsdrive.data.types import (
     AGENT_TYPES,
     MAP_POINTS,
     MAP_TYPES,
@@ -18,7 +18,7 @@ from dsdrive.types import (
 
 
 def synthetic_samples(num: int = 12, seed: int = 0) -> list[PlanningSample]:
-    """Random samples (dsdrive.metrics.synthetic) with mixed agent classes and random map lines."""
+    """Random samples (dsdrive.evaluation.metrics.synthetic) with mixed agent classes and random map lines."""
     rng = np.random.default_rng(seed + 1)
     samples = random_samples(num, seed=seed)
     for s in samples:

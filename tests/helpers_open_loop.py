@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsdrive.types import (
+from dsdrive.data.types import (
     AGENT_FUTURE_STEPS,
     FUTURE_STEPS,
     HISTORY_STEPS,

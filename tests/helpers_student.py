@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsdrive.annotation import AgentRisk, Annotation, KeyObject, MetaAction
-from dsdrive.types import (
+from dsdrive.annotation.schema import AgentRisk, Annotation, KeyObject, MetaAction
+from dsdrive.data.types import (
     AGENT_FUTURE_STEPS,
     Agents,
     MapPolylines,
@@ -88,7 +88,7 @@ def tiny_student(samples=None, hidden: int = 32, tie: bool = False, **config_kw)
     """(model, processor) with a tokenizer trained on ``samples`` and a tiny Qwen2 backbone (seeded)."""
     import torch
 
-    from dsdrive.planning_vocabulary import PlanningVocabulary
+    from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
     from dsdrive.student import StudentConfig, StudentModel, StudentProcessor
     from dsdrive.student.backbone import tiny_qwen2_config
     from dsdrive.student.tokenizer import build_tokenizer

@@ -144,7 +144,7 @@ _AGENT_TYPE = {
 
 def load_trusted_pickle(path: Path):
     """Read a shared pickle through the restricted unpickler (builtins and numpy only)."""
-    from dsdrive import safe_pickle
+    from dsdrive.data import safe_pickle
 
     return safe_pickle.load_pickle(path)
 
@@ -171,7 +171,7 @@ def nuscenes_sample_0061():
     keyframe is the log start, so there is no history). Map: none.
     """
     from dsdrive.geometry import global_to_ego, rotate_vectors, wrap_angle
-    from dsdrive.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
+    from dsdrive.data.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
 
     info = nuscenes_info()
     lidar2ego = np.asarray(info["lidar_points"]["lidar2ego"], dtype=np.float64)
@@ -196,7 +196,7 @@ def nuscenes_sample_0061():
         future[:, :2] = global_to_ego(np.asarray(ego["position"])[idx, :2], e2g[:2, 3], yaw)
         future[:, 2] = wrap_angle(np.asarray(ego["heading"])[idx] - yaw)
         future_mask[:] = np.asarray(ego["valid"])[idx] > 0
-    from dsdrive.types import command_from_future
+    from dsdrive.data.types import command_from_future
 
     inputs = PlanningInputs(
         sample_id=info["token"], scene_id="scene-0061", ego_history=np.zeros((4, 3), np.float32),
@@ -214,7 +214,7 @@ def drivelm_keyframe_sample(index: int = 0):
     DriveLM's JSON has no calibration or ego state: intrinsics/cam2ego are identity
     placeholders (unused by the teachers), agents/map/history are empty, command STRAIGHT.
     """
-    from dsdrive.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
+    from dsdrive.data.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
 
     scenes = json.loads((DRIVELM / "train_sample.json").read_text())
     frames = [(sid, kid, kf) for sid, sc in scenes.items() for kid, kf in sc["key_frames"].items()]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers_annotate import make_dataset
 
-from dsdrive.annotate import main, merge_main
-from dsdrive.annotation_store import iter_records, list_shards, load_annotations, read_index, write_shard
-from dsdrive.dataset import load_dataset_dir
+from dsdrive.annotation.annotate import main, merge_main
+from dsdrive.annotation.store import iter_records, list_shards, load_annotations, read_index, write_shard
+from dsdrive.data.dataset import load_dataset_dir
 
 REPO = Path(__file__).resolve().parents[1]
 N = 12  # the last synthetic sample has an all-masked future -> one failure
@@ -97,9 +97,9 @@ def test_merge_joins_by_id_and_keeps_last_duplicate(data: Path, tmp_path: Path, 
 def test_write_shard_never_overwrites(tmp_path: Path):
     from helpers_annotate import make_sample
 
-    from dsdrive.teachers.rule import RuleTeacher
+    from dsdrive.annotation.annotators.rule import RuleAnnotator
 
-    res = RuleTeacher().annotate([make_sample("a")])
+    res = RuleAnnotator().annotate([make_sample("a")])
     write_shard(tmp_path, 0, 0, res)
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
         write_shard(tmp_path, 0, 0, res)
@@ -115,9 +115,9 @@ def test_bad_shard_line_names_file_and_line(tmp_path: Path):
 
 
 def test_missing_teacher_module_is_a_clear_error(data: Path, tmp_path: Path, monkeypatch, capsys):
-    import dsdrive.teachers as teachers
+    import dsdrive.annotation.annotators as teachers
 
-    monkeypatch.setitem(teachers.TEACHERS, "openai", ("dsdrive.teachers.no_such_openai", "OpenAITeacher"))
+    monkeypatch.setitem(teachers.ANNOTATORS, "openai", ("dsdrive.annotation.annotators.no_such_openai", "OpenAIAnnotator"))
     assert main(["--teacher", "openai", "--data", str(data), "--out", str(tmp_path / "a")]) == 2
     assert "no_such_openai" in capsys.readouterr().err
 
@@ -130,7 +130,7 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_record(data: Path, tmp_pa
     """Kill the annotator with SIGKILL three times mid-run, then finish: one record per sample."""
     out = tmp_path / "ann"
     cmd = [str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable,
-           "-m", "dsdrive.annotate", "--teacher", "rule", "--data", str(data), "--out", str(out),
+           "-m", "dsdrive.annotation.annotate", "--teacher", "rule", "--data", str(data), "--out", str(out),
            "--batch-size", "1", "--shard-size", "1"]
     env = {**os.environ, "DSDRIVE_ANNOTATE_DELAY": "0.15", "PYTHONPATH": str(REPO)}
     for _ in range(3):
@@ -157,7 +157,7 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_record(data: Path, tmp_pa
 def test_sigterm_finishes_the_batch_writes_and_exits_130(data: Path, tmp_path: Path):
     out = tmp_path / "ann"
     py = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-    cmd = [py, "-m", "dsdrive.annotate", "--teacher", "rule", "--data", str(data), "--out", str(out),
+    cmd = [py, "-m", "dsdrive.annotation.annotate", "--teacher", "rule", "--data", str(data), "--out", str(out),
            "--batch-size", "1", "--shard-size", "1"]
     env = {**os.environ, "DSDRIVE_ANNOTATE_DELAY": "0.2", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -175,15 +175,15 @@ def test_sigterm_finishes_the_batch_writes_and_exits_130(data: Path, tmp_path: P
 
 def test_teacher_that_keeps_raising_stops_the_run(data: Path, tmp_path: Path, monkeypatch, capsys):
     """Two raising batches are recorded as failures; the third stops the run and stays undone."""
-    from dsdrive.teachers.rule import RuleTeacher
+    from dsdrive.annotation.annotators.rule import RuleAnnotator
 
-    class Flaky(RuleTeacher):
+    class Flaky(RuleAnnotator):
         def annotate(self, samples):
             raise ConnectionError("server down")
 
-    import dsdrive.annotate as annotate_mod
+    import dsdrive.annotation.annotate as annotate_mod
 
-    monkeypatch.setattr(annotate_mod, "build_teacher", lambda name, args: Flaky())
+    monkeypatch.setattr(annotate_mod, "build_annotator", lambda name, args: Flaky())
     out = tmp_path / "ann"
     assert main(["--teacher", "rule", "--data", str(data), "--out", str(out), "--batch-size", "2"]) == 1
     assert "3 consecutive batches raised" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dsdrive.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from dsdrive.data.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 
 def test_write_then_overwrite(tmp_path):
@@ -22,7 +22,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("dsdrive.atomic_io.os.replace", broken_replace)
+    monkeypatch.setattr("dsdrive.data.atomic_io.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_bytes_atomic(path, b"new")
     assert path.read_bytes() == b"old"

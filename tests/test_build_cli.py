@@ -12,7 +12,7 @@ import pytest
 
 from data_builders import build
 from dsdrive.cli import main as cli_main
-from dsdrive.dataset import load_samples
+from dsdrive.data.dataset import load_samples
 from helpers_scenarionet import REAL_DIR, REAL_SAMPLES_PER_SCENE, circle_scenario, needs_real_data, write_pickle
 
 DSDRIVE = Path(sys.executable).parent / "dsdrive"

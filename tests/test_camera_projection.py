@@ -1,4 +1,4 @@
-"""dsdrive.camera on the real nuScenes keyframe ``shared/data/nuscenes-sample-0061``.
+"""dsdrive.data.camera on the real nuScenes keyframe ``shared/data/nuscenes-sample-0061``.
 
 The info pickle (mmdetection3d v1.1 layout) holds, per camera, ``cam2img`` (K), ``cam2ego``
 (the static rig calibration) and ``lidar2cam`` (the devkit's full chain lidar -> ego(t_lidar)
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsdrive.camera import box3d_corners, box_iou_2d, project_boxes_to_camera, project_points
-from dsdrive.safe_pickle import load_pickle
-from dsdrive.types import CAMERA_NAMES
+from dsdrive.data.camera import box3d_corners, box_iou_2d, project_boxes_to_camera, project_points
+from dsdrive.data.safe_pickle import load_pickle
+from dsdrive.data.types import CAMERA_NAMES
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_DIR = DATA / "nuscenes-sample-0061"

@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("metadrive")
 
 from dsdrive.planners.base import Planner  # noqa: E402
-from dsdrive.sim.closed_loop_metrics import aggregate, scenario_metrics  # noqa: E402
-from dsdrive.sim.report import write_report  # noqa: E402
-from dsdrive.sim.rollout import RolloutConfig, run_closed_loop  # noqa: E402
-from dsdrive.sim.scenario_index import prepare_working_copy  # noqa: E402
+from dsdrive.evaluation.closed_loop.metrics import aggregate, scenario_metrics  # noqa: E402
+from dsdrive.evaluation.closed_loop.report import write_report  # noqa: E402
+from dsdrive.evaluation.closed_loop.rollout import RolloutConfig, run_closed_loop  # noqa: E402
+from dsdrive.evaluation.closed_loop.scenario_index import prepare_working_copy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "nuscenes-mini-scenarionet"
@@ -171,9 +171,9 @@ def test_log_replay_all_real_scenes(tmp_path):
 def test_cli_checkpoint_per_planner_and_ego_mlp_training(tmp_path, capsys):
     """``--checkpoint NAME=DIR`` per planner, a bare DIR for a single trained planner, and ego_mlp
     trained on the training scenes of ``--data`` when no checkpoint is given."""
-    from dsdrive.dataset import save_samples
-    from dsdrive.metrics.synthetic import random_samples
-    from dsdrive.splits import DEFAULT_VAL_SCENES
+    from dsdrive.data.dataset import save_samples
+    from dsdrive.evaluation.metrics.synthetic import random_samples
+    from dsdrive.data.splits import DEFAULT_VAL_SCENES
     from eval.closed_loop import main
 
     samples = random_samples(24, seed=3, num_scenes=2)

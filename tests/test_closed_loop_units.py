@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsdrive.sim import metadrive_assets
-from dsdrive.sim.adapter import AgentState, EgoState, agents_in_ego_frame, build_planning_inputs, command_from_route
-from dsdrive.sim.closed_loop_metrics import PDMS_WEIGHTS, aggregate, comfort_signals, scenario_metrics
-from dsdrive.sim.controller import WaypointController
-from dsdrive.sim.explain import describe_plan
-from dsdrive.sim.rollout import CRASH_KEYS, PlanRecord, ScenarioRollout
-from dsdrive.sim.scenario_index import MAPPING_FILE, SUMMARY_FILE, prepare_working_copy
+from dsdrive.evaluation.closed_loop import metadrive_assets
+from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, agents_in_ego_frame, build_planning_inputs, command_from_route
+from dsdrive.evaluation.closed_loop.metrics import PDMS_WEIGHTS, aggregate, comfort_signals, scenario_metrics
+from dsdrive.evaluation.closed_loop.controller import WaypointController
+from dsdrive.evaluation.closed_loop.explain import describe_plan
+from dsdrive.evaluation.closed_loop.rollout import CRASH_KEYS, PlanRecord, ScenarioRollout
+from dsdrive.evaluation.closed_loop.scenario_index import MAPPING_FILE, SUMMARY_FILE, prepare_working_copy
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes-mini-scenarionet"
 
@@ -82,7 +82,7 @@ def _ego(x, y, yaw, v=5.0):
 
 class _NoMap:
     def in_ego_frame(self, xy, yaw):
-        from dsdrive.types import MapPolylines
+        from dsdrive.data.types import MapPolylines
 
         return MapPolylines.empty()
 
@@ -225,7 +225,7 @@ def test_describe_plan_auto_and_stated():
 
 def test_call_planner_explains_only_when_asked():
     """``RolloutConfig.explain=False`` drives with compute_trajectory only (no generation)."""
-    from dsdrive.sim.rollout import _call_planner
+    from dsdrive.evaluation.closed_loop.rollout import _call_planner
 
     class Explaining:
         calls: list = []

@@ -15,8 +15,8 @@ import pytest
 import torch
 from helpers_student import make_samples, one_thread  # noqa: F401
 
-from dsdrive.dataset import load_dataset_dir, save_samples
-from dsdrive.distill_config import DistillConfig
+from dsdrive.data.dataset import load_dataset_dir, save_samples
+from dsdrive.training.distill_config import DistillConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def subprocess_run(data_dir, tiny_yaml, tmp_path_factory):
 
 
 def test_subprocess_run_saves_a_checkpoint_the_planner_loads(subprocess_run, data_dir):
-    from dsdrive.dataset import load_samples
+    from dsdrive.data.dataset import load_samples
     from dsdrive.planners.student import StudentPlanner
 
     out, stdout = subprocess_run

@@ -21,7 +21,7 @@ from dsdrive.distilldrive.teacher_cache import (
     build_teacher_cache,
     teacher_outputs,
 )
-from dsdrive.types import AGENT_TYPES
+from dsdrive.data.types import AGENT_TYPES
 
 
 def test_rescoring_demotes_the_colliding_mode():

@@ -13,12 +13,12 @@ import pytest
 import torch
 from helpers_distilldrive import synthetic_samples
 
-from dsdrive.dataset import save_samples
+from dsdrive.data.dataset import save_samples
 from dsdrive.distilldrive import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch
-from dsdrive.open_loop import evaluate_planner
+from dsdrive.evaluation.open_loop import evaluate_planner
 from dsdrive.planners.registry import load_planner
-from dsdrive.planning_vocabulary import PlanningVocabulary
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SCENE = ROOT.parent / "shared" / "data" / "nuscenes-mini-scenarionet" / "sd_nuscenes_v1.0-mini_scene-0061.pkl"

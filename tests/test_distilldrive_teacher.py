@@ -13,8 +13,8 @@ from helpers_distilldrive import synthetic_samples, tiny_teacher
 from dsdrive.distilldrive import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch, status10
 from dsdrive.distilldrive.trainer import fit_teacher, predict_teacher
-from dsdrive.planners.planning_teacher import PlanningTeacherPlanner
-from dsdrive.types import COMMANDS, Camera
+from dsdrive.planners.distilldrive_teacher import PlanningTeacherPlanner
+from dsdrive.data.types import COMMANDS, Camera
 
 
 class _NoCameraInputs:

@@ -10,7 +10,7 @@ import datasets
 import pytest
 
 from data_builders.drivelm import DriveLMFormatError, STAGES, build, load_records, parse_key_object
-from dsdrive.types import CAMERA_NAMES
+from dsdrive.data.types import CAMERA_NAMES
 
 DRIVELM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "drivelm-challenge-sample"
 needs_data = pytest.mark.skipif(not (DRIVELM / "train_sample.json").exists(), reason=f"DriveLM sample absent: {DRIVELM}")

@@ -1,12 +1,12 @@
-"""Meta-action rules (dsdrive.meta_action) on hand-built ego-frame trajectories (0.5 s steps)."""
+"""Meta-action rules (dsdrive.annotation.meta_action) on hand-built ego-frame trajectories (0.5 s steps)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dsdrive.annotation import BEHAVIOURS, SPEEDS
-from dsdrive.meta_action import TrajectoryFeatures, meta_action_from_features, meta_action_from_trajectory, trajectory_features
+from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
+from dsdrive.annotation.meta_action import TrajectoryFeatures, meta_action_from_features, meta_action_from_trajectory, trajectory_features
 
 T = 0.5 * np.arange(1, 7)
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("metadrive")
 
 from data_builders.metadrive_pg import generate_scenarios, scenario_file_name, scene_id_of_seed  # noqa: E402
-from dsdrive.safe_pickle import load_pickle  # noqa: E402
+from dsdrive.data.safe_pickle import load_pickle  # noqa: E402
 
 
 def test_generate_export_and_build(tmp_path):
@@ -33,7 +33,7 @@ def test_generate_export_and_build(tmp_path):
 
     from data_builders.build import build_parser
     from data_builders.metadrive_pg import build
-    from dsdrive.dataset import load_samples
+    from dsdrive.data.dataset import load_samples
 
     out = tmp_path / "planning"
     args = build_parser().parse_args(["--source", "metadrive-pg", "--num-scenarios", "1", "--input", str(scen), "--out", str(out), "--no-progress"])
@@ -57,9 +57,9 @@ def test_expert_crash_truncated_or_dropped_and_log_replay_clean(tmp_path, monkey
     replay, like seed 3's (no crash), has no collision, comfort 1 and RC >= 0.9. With a higher
     minimum length the seed is dropped, logged, and not generated again."""
     import data_builders.metadrive_pg as pg
-    from dsdrive.sim.closed_loop_metrics import scenario_metrics
-    from dsdrive.sim.rollout import RolloutConfig, run_closed_loop
-    from dsdrive.sim.scenario_index import prepare_working_copy
+    from dsdrive.evaluation.closed_loop.metrics import scenario_metrics
+    from dsdrive.evaluation.closed_loop.rollout import RolloutConfig, run_closed_loop
+    from dsdrive.evaluation.closed_loop.scenario_index import prepare_working_copy
 
     scen = tmp_path / "scen"
     files = generate_scenarios(scen, num_scenarios=2, start_seed=3, episode_steps=80, progress=False)

@@ -10,7 +10,7 @@ from helpers_open_loop import make_sample, straight_line
 from shapely.geometry import Polygon
 
 from dsdrive.geometry import box_corners
-from dsdrive.metrics.planning import (
+from dsdrive.evaluation.metrics.planning import (
     EGO_CENTER_OFFSET_M,
     EGO_LENGTH_M,
     EGO_WIDTH_M,
@@ -22,8 +22,8 @@ from dsdrive.metrics.planning import (
     summarize_by_command,
     trajectory_yaw,
 )
-from dsdrive.metrics.reference import reference_evaluate, reference_yaw
-from dsdrive.metrics.synthetic import random_samples
+from dsdrive.evaluation.metrics.reference import reference_evaluate, reference_yaw
+from dsdrive.evaluation.metrics.synthetic import random_samples
 
 FRONT = EGO_CENTER_OFFSET_M + EGO_LENGTH_M / 2.0  # waypoint -> front edge of the ego box (yaw 0)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from data_builders.nuscenes import agent_type, build, build_samples
-from dsdrive.camera import ego_to_camera
-from dsdrive.dataset import load_samples
+from dsdrive.data.camera import ego_to_camera
+from dsdrive.data.dataset import load_samples
 from dsdrive.geometry import wrap_angle
-from dsdrive.types import CAMERA_NAMES
+from dsdrive.data.types import CAMERA_NAMES
 from helpers_nuscenes import (
     AGENTS,
     EGO_SPEED,

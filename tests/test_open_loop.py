@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from helpers_open_loop import make_sample, straight_line
 
-from dsdrive.dataset import save_samples
-from dsdrive.metrics.synthetic import random_samples
-from dsdrive.open_loop import evaluate_planner, plan_samples, render_markdown, select_scenes, write_report
+from dsdrive.data.dataset import save_samples
+from dsdrive.evaluation.metrics.synthetic import random_samples
+from dsdrive.evaluation.open_loop import evaluate_planner, plan_samples, render_markdown, select_scenes, write_report
 from dsdrive.planners.base import Planner
 from dsdrive.planners.constant_velocity import ConstantVelocityPlanner
-from dsdrive.splits import DEFAULT_VAL_SCENES
+from dsdrive.data.splits import DEFAULT_VAL_SCENES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,8 +141,8 @@ SCENE_0655 = SHARED_DATA / "nuscenes-mini-scenarionet" / "sd_nuscenes_v1.0-mini_
 def test_real_scene_constant_velocity_metrics_match_shapely_reference():
     from data_builders.scenarionet import build_scene, load_scenario
 
-    from dsdrive.metrics.planning import complete_future_mask, evaluate_trajectories
-    from dsdrive.metrics.reference import reference_evaluate
+    from dsdrive.evaluation.metrics.planning import complete_future_mask, evaluate_trajectories
+    from dsdrive.evaluation.metrics.reference import reference_evaluate
 
     samples = build_scene(load_scenario(SCENE_0655), SCENE_0655)
     samples = [s for s, k in zip(samples, complete_future_mask(samples)) if k]

@@ -1,4 +1,4 @@
-"""OpenAITeacher against a local OpenAI-compatible HTTP server (tests/helpers_vlm.FakeChatServer).
+"""OpenAIAnnotator against a local OpenAI-compatible HTTP server (tests/helpers_vlm.FakeChatServer).
 
 Covers: valid answers, invalid -> valid on the re-ask, invalid twice -> failure with raw text,
 429 and 500 retried to success, the API key sent to the server but found in no output, log
@@ -13,9 +13,9 @@ import logging
 import numpy as np
 import pytest
 
-from dsdrive.annotation import Annotation, AnnotationFailure
-from dsdrive.teachers.openai_api import OpenAITeacher, read_api_key
-from dsdrive.types import Agents, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
+from dsdrive.annotation.schema import Annotation, AnnotationFailure
+from dsdrive.annotation.annotators.openai_api import OpenAIAnnotator, read_api_key
+from dsdrive.data.types import Agents, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
 from helpers_vlm import NUSCENES_INFO, FakeChatServer, nuscenes_sample_0061
 
 SECRET = "sk-test-DO-NOT-LEAK-4f2a9c"
@@ -47,7 +47,7 @@ def test_modes_retries_reask_and_key_never_leaks(api_key, caplog, capsys):
     samples = [bev_sample(s) for s in modes]
     caplog.set_level(logging.DEBUG)
     with FakeChatServer(modes) as srv:
-        teacher = OpenAITeacher("fake-vlm", base_url=srv.base_url, concurrency=3, max_retries=3, timeout=10, backoff_s=0.01)
+        teacher = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, concurrency=3, max_retries=3, timeout=10, backoff_s=0.01)
         results = teacher.annotate(samples)
         teacher.close()
     by_id = {r.sample_id: r for r in results}
@@ -76,7 +76,7 @@ def test_modes_retries_reask_and_key_never_leaks(api_key, caplog, capsys):
 
 def test_failed_request_is_recorded_redacted(api_key):
     with FakeChatServer({"x": "500_then_valid"}) as srv:
-        teacher = OpenAITeacher("fake-vlm", base_url=srv.base_url, max_retries=0, backoff_s=0.01)
+        teacher = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, max_retries=0, backoff_s=0.01)
         (res,) = teacher.annotate([bev_sample("x")])
     assert isinstance(res, AnnotationFailure) and "request failed" in res.reason and "500" in res.reason
     assert SECRET not in res.model_dump_json()
@@ -87,7 +87,7 @@ def test_risk_prompt_on_real_cameras(api_key):
         pytest.skip(f"real nuScenes sample absent: {NUSCENES_INFO}")
     sample = nuscenes_sample_0061()
     with FakeChatServer() as srv:
-        teacher = OpenAITeacher("fake-vlm", base_url=srv.base_url, prompt="risk_v1", backoff_s=0.01)
+        teacher = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, prompt="risk_v1", backoff_s=0.01)
         (ann,) = teacher.annotate([sample])
     assert isinstance(ann, Annotation), ann
     assert ann.prompt_version == "teacher/risk_v1@v1"

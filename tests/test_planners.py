@@ -9,13 +9,13 @@ import pytest
 import torch
 from helpers_open_loop import make_sample, straight_line
 
-from dsdrive.dataset import save_samples
-from dsdrive.metrics.synthetic import arc_trajectory, random_samples
+from dsdrive.data.dataset import save_samples
+from dsdrive.evaluation.metrics.synthetic import arc_trajectory, random_samples
 from dsdrive.planners.constant_velocity import ConstantTurnRatePlanner, ConstantVelocityPlanner
 from dsdrive.planners.ego_mlp import FEATURE_DIM, EgoMLPConfig, EgoMLPPlanner, ego_features, train_ego_mlp, train_ego_mlp_on_split
 from dsdrive.planners.registry import load_planner, needs_checkpoint, planner_names
-from dsdrive.splits import DEFAULT_VAL_SCENES
-from dsdrive.types import FUTURE_STEPS
+from dsdrive.data.splits import DEFAULT_VAL_SCENES
+from dsdrive.data.types import FUTURE_STEPS
 
 
 def test_constant_velocity_from_ego_status():

@@ -1,4 +1,4 @@
-"""Planning KD in student training (dsdrive.planning_kd): cache -> batch -> DistillTrainer KD terms,
+"""Planning KD in student training (dsdrive.training.planning_kd): cache -> batch -> DistillTrainer KD terms,
 gradients reaching every parameter incl. the adapter, weights 0 == plain loss, the student never
 seeing teacher tensors or the future, and recipes/distill.py with a tiny teacher checkpoint."""
 
@@ -17,11 +17,11 @@ from helpers_distilldrive import tiny_teacher
 from helpers_student import make_samples, one_thread, tiny_student  # noqa: F401
 from safetensors.torch import load_file
 
-from dsdrive.dataset import save_samples
-from dsdrive.distill_config import DistillConfig
-from dsdrive.distill_trainer import LOSS_TERMS, DistillTrainer, EncodedSamples
+from dsdrive.data.dataset import save_samples
+from dsdrive.training.distill_config import DistillConfig
+from dsdrive.training.distill_trainer import LOSS_TERMS, DistillTrainer, EncodedSamples
 from dsdrive.distilldrive.teacher_cache import build_teacher_cache, teacher_outputs
-from dsdrive.planning_kd import (
+from dsdrive.training.planning_kd import (
     ADAPTER_FILE,
     KD_TERMS,
     TEACHER_BATCH_KEYS,

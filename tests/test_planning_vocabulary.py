@@ -8,8 +8,8 @@ from helpers_annotate import make_dataset, make_sample, straight_future
 
 from dsdrive.cli import main as cli_main
 from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
-from dsdrive.planning_vocabulary import PlanningVocabulary, kmeans_anchors
-from dsdrive.types import COMMANDS
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary, kmeans_anchors
+from dsdrive.data.types import COMMANDS
 
 
 def test_kmeans_anchors_recovers_clusters_sorted_by_distance():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsdrive.annotation import AgentRisk, Annotation, MetaAction
-from dsdrive.camera import project_boxes_to_camera
-from dsdrive.pv_bev_matching import align_annotation, diff_risk, match_objects
+from dsdrive.annotation.schema import AgentRisk, Annotation, MetaAction
+from dsdrive.data.camera import project_boxes_to_camera
+from dsdrive.annotation.pv_bev_matching import align_annotation, diff_risk, match_objects
 from helpers_vlm import NUSCENES_INFO, nuscenes_info, nuscenes_sample_0061
 
 pytestmark = pytest.mark.skipif(not NUSCENES_INFO.exists(), reason=f"real nuScenes sample absent: {NUSCENES_INFO}")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from helpers_annotate import make_sample, shared_data_dir
 
-from dsdrive.annotation import Annotation, AnnotationFailure
-from dsdrive.meta_action import meta_action_from_trajectory
-from dsdrive.reasoning import REASONING_TEMPLATE_VERSION, render_reasoning, render_student_prompt
-from dsdrive.risk import agent_positions, constant_acceleration_rollout, ego_positions, notable_objects, risk_scores
-from dsdrive.teachers import build_teacher
-from dsdrive.teachers.rule import RuleTeacher
+from dsdrive.annotation.schema import Annotation, AnnotationFailure
+from dsdrive.annotation.meta_action import meta_action_from_trajectory
+from dsdrive.annotation.reasoning import REASONING_TEMPLATE_VERSION, render_reasoning, render_student_prompt
+from dsdrive.annotation.risk import agent_positions, constant_acceleration_rollout, ego_positions, notable_objects, risk_scores
+from dsdrive.annotation.annotators import build_annotator
+from dsdrive.annotation.annotators.rule import RuleAnnotator
 
 STEPS = 0.5 * np.arange(7)  # 0 ... 3 s
 
@@ -98,7 +98,7 @@ def test_notable_objects_corridor():
 # ---------------------------------------------------------------------------- rule teacher
 def test_rule_teacher_synthetic_annotation():
     s = make_sample(speed=8.0, accel=-2.5)
-    (ann,) = RuleTeacher().annotate([s])
+    (ann,) = RuleAnnotator().annotate([s])
     assert isinstance(ann, Annotation) and ann.hindsight and ann.teacher == "rule" and ann.prompt_version == "rule/v1"
     Annotation.model_validate_json(ann.model_dump_json())
     np.testing.assert_allclose(np.array(ann.waypoints), s.targets.ego_future[:, :2], atol=1e-3)
@@ -113,7 +113,7 @@ def test_rule_teacher_synthetic_annotation():
 
 def test_rule_teacher_with_no_agents():
     """An empty road (seen in MetaDrive procedural scenes) is annotated, not failed."""
-    (ann,) = RuleTeacher().annotate([make_sample(with_agents=False)])
+    (ann,) = RuleAnnotator().annotate([make_sample(with_agents=False)])
     assert isinstance(ann, Annotation), ann
     assert ann.key_objects == [] and ann.risks == []
     assert str(ann.meta_action) == "MOVE FORWARD with CONSTANT"
@@ -122,26 +122,26 @@ def test_rule_teacher_with_no_agents():
 def test_rule_teacher_failure_on_masked_future():
     s = make_sample(future_mask=np.zeros(6, bool))
     ok = make_sample("ok")
-    res = RuleTeacher().annotate([s, ok])
+    res = RuleAnnotator().annotate([s, ok])
     assert isinstance(res[0], AnnotationFailure) and "ego_future_mask" in res[0].reason
     assert isinstance(res[1], Annotation) and res[1].sample_id == "ok"
 
 
 def test_partial_future_keeps_annotation_without_waypoints():
     mask = np.array([True] * 4 + [False] * 2)
-    (ann,) = RuleTeacher().annotate([make_sample(future_mask=mask)])
+    (ann,) = RuleAnnotator().annotate([make_sample(future_mask=mask)])
     assert isinstance(ann, Annotation) and ann.waypoints is None
 
 
 def test_build_teacher_errors(monkeypatch):
-    import dsdrive.teachers as teachers
+    import dsdrive.annotation.annotators as teachers
 
-    assert isinstance(build_teacher("rule"), RuleTeacher)
+    assert isinstance(build_annotator("rule"), RuleAnnotator)
     with pytest.raises(ValueError, match="unknown teacher"):
-        build_teacher("gpt-9")
-    monkeypatch.setitem(teachers.TEACHERS, "missing", ("dsdrive.teachers.no_such_module", "X"))
+        build_annotator("gpt-9")
+    monkeypatch.setitem(teachers.ANNOTATORS, "missing", ("dsdrive.annotation.annotators.no_such_module", "X"))
     with pytest.raises(ImportError, match="no_such_module"):
-        build_teacher("missing")
+        build_annotator("missing")
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def real_samples():
 
 
 def test_rule_teacher_on_real_nuscenes(real_samples):
-    res = RuleTeacher().annotate(real_samples)
+    res = RuleAnnotator().annotate(real_samples)
     failures = [r for r in res if isinstance(r, AnnotationFailure)]
     assert not failures, failures[:3]
     assert [r.sample_id for r in res] == [s.sample_id for s in real_samples]
@@ -179,7 +179,7 @@ def test_rule_teacher_on_real_nuscenes(real_samples):
 
 # ------------------------------------------------------------------------------ templates
 def test_render_reasoning_four_parts_and_rounding():
-    (ann,) = RuleTeacher().annotate([make_sample(speed=7.0)])
+    (ann,) = RuleAnnotator().annotate([make_sample(speed=7.0)])
     text = render_reasoning(ann)
     assert text == render_reasoning(ann.model_dump(mode="json"))
     lines = text.splitlines()
@@ -205,9 +205,9 @@ def test_build_teacher_passes_only_accepted_options(monkeypatch, tmp_path):
     import sys as _sys
     import types
 
-    import dsdrive.teachers as teachers
+    import dsdrive.annotation.annotators as teachers
 
-    class FakeVLM(RuleTeacher):
+    class FakeVLM(RuleAnnotator):
         def __init__(self, model: str, prompt: str = "p", concurrency: int = 1):
             super().__init__()
             self.options = dict(model=model, prompt=prompt, concurrency=concurrency)
@@ -215,10 +215,10 @@ def test_build_teacher_passes_only_accepted_options(monkeypatch, tmp_path):
     module = types.ModuleType("fake_vlm_teacher")
     module.FakeVLM = FakeVLM
     monkeypatch.setitem(_sys.modules, "fake_vlm_teacher", module)
-    monkeypatch.setitem(teachers.TEACHERS, "fake", ("fake_vlm_teacher", "FakeVLM"))
+    monkeypatch.setitem(teachers.ANNOTATORS, "fake", ("fake_vlm_teacher", "FakeVLM"))
     args = argparse.Namespace(model="/models/x", prompt=None, batch_size=4, concurrency=8, base_url=None,
                               max_pixels=1000, load_in_4bit=None, hindsight=None)
-    t = build_teacher("fake", args)
+    t = build_annotator("fake", args)
     assert t.options == {"model": "/models/x", "prompt": "p", "concurrency": 8}
     with pytest.raises(ValueError, match="needs --model"):
-        build_teacher("fake", argparse.Namespace(**{**vars(args), "model": None}))
+        build_annotator("fake", argparse.Namespace(**{**vars(args), "model": None}))

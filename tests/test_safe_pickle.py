@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from dsdrive.safe_pickle import UnsafePickleError, load_pickle
+from dsdrive.data.safe_pickle import UnsafePickleError, load_pickle
 from helpers_scenarionet import REAL_DIR, needs_real_data
 
 

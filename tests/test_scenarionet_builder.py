@@ -17,11 +17,11 @@ from data_builders.scenarionet import (
     build_scene,
     load_scenario,
 )
-from dsdrive.dataset import load_samples, save_samples
+from dsdrive.data.dataset import load_samples, save_samples
 from dsdrive.geometry import ego_to_global, wrap_angle
-from dsdrive.paths import GET_DATA_HELP
-from dsdrive.safe_pickle import UnsafePickleError
-from dsdrive.types import AGENT_TYPES, MAP_POINTS, MAP_TYPES, command_from_future
+from dsdrive.data.paths import GET_DATA_HELP
+from dsdrive.data.safe_pickle import UnsafePickleError
+from dsdrive.data.types import AGENT_TYPES, MAP_POINTS, MAP_TYPES, command_from_future
 from helpers_scenarionet import REAL_DIR, REAL_SAMPLES_PER_SCENE, circle_scenario, needs_real_data, write_pickle
 
 

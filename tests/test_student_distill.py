@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers_student import make_samples, tiny_student, one_thread  # noqa: F401
 
-from dsdrive.dataset import save_samples
-from dsdrive.distill_config import DistillConfig
-from dsdrive.distill_trainer import LOSS_TERMS, DistillTrainer, EncodedSamples
+from dsdrive.data.dataset import save_samples
+from dsdrive.training.distill_config import DistillConfig
+from dsdrive.training.distill_trainer import LOSS_TERMS, DistillTrainer, EncodedSamples
 from dsdrive.student import StudentDataCollator
 
 pytestmark = pytest.mark.usefixtures("one_thread")

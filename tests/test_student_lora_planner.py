@@ -128,7 +128,7 @@ def test_student_on_real_scenarionet_samples():
 
 
 def test_stated_meta_action_parses_the_plan_line():
-    from dsdrive.annotation import MetaAction
+    from dsdrive.annotation.schema import MetaAction
     from dsdrive.planners.student import meta_action_from_index, stated_meta_action
 
     for m in (MetaAction(behaviour="TURN LEFT", speed="DECELERATION"), MetaAction(behaviour="STOP", speed="CONSTANT")):

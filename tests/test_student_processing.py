@@ -8,9 +8,9 @@ import torch
 from helpers_student import make_inputs, make_sample, make_samples, tiny_student, one_thread  # noqa: F401
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dsdrive.annotation import Annotation
-from dsdrive.meta_action import meta_action_from_trajectory
-from dsdrive.reasoning import render_reasoning
+from dsdrive.annotation.schema import Annotation
+from dsdrive.annotation.meta_action import meta_action_from_trajectory
+from dsdrive.annotation.reasoning import render_reasoning
 from dsdrive.student import StudentConfig, StudentProcessor
 from dsdrive.student.backbone import build_tiny_backbone, load_backbone, quantization_config
 from dsdrive.student.tokenizer import student_corpus, train_tokenizer

@@ -12,9 +12,9 @@ from helpers_student import one_thread  # noqa: F401
 
 from dsdrive.student.bev import BevGrid, rasterize_risk, scatter_to_bev
 from dsdrive.student.deformable_attention import DeformableAttention2D
-from dsdrive.metrics.risk import diff_risk_agents, diff_risk_map
+from dsdrive.evaluation.metrics.risk import diff_risk_agents, diff_risk_map
 from dsdrive.student.risk_head import RiskHead, risk_l1_loss
-from dsdrive.types import Agents
+from dsdrive.data.types import Agents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsdrive.annotation import Annotation, AnnotationFailure
-from dsdrive.bev_render import render_bev, save_bev_png
-from dsdrive.teachers.vlm_answer import AnswerContext, AnswerError, extract_json, parse_answer
-from dsdrive.teachers.vlm_common import load_prompt, prompt_variables
+from dsdrive.annotation.schema import Annotation, AnnotationFailure
+from dsdrive.annotation.bev_render import render_bev, save_bev_png
+from dsdrive.annotation.annotators.vlm_answer import AnswerContext, AnswerError, extract_json, parse_answer
+from dsdrive.annotation.annotators.vlm_common import load_prompt, prompt_variables
 from helpers_vlm import DRIVELM, NUSCENES_INFO, FakeChatServer, build_tiny_qwen_vl, drivelm_keyframe_sample, nuscenes_sample_0061
 from test_openai_teacher import bev_sample
 
@@ -29,9 +29,9 @@ def tiny_qwen(tmp_path_factory):
 
 @needs_data
 def test_qwen_teacher_end_to_end_on_real_images(tiny_qwen):
-    from dsdrive.teachers.qwen_vl import QwenVLTeacher
+    from dsdrive.annotation.annotators.qwen_vl import QwenVLAnnotator
 
-    teacher = QwenVLTeacher(tiny_qwen, batch_size=2, max_new_tokens=8, **TINY_PIXELS)
+    teacher = QwenVLAnnotator(tiny_qwen, batch_size=2, max_new_tokens=8, **TINY_PIXELS)
     samples = [nuscenes_sample_0061(), drivelm_keyframe_sample(0), bev_sample("bev-only")]
     results = teacher.annotate(samples)
     assert [r.sample_id for r in results] == [s.sample_id for s in samples]
@@ -51,9 +51,9 @@ def test_qwen_teacher_end_to_end_on_real_images(tiny_qwen):
 @needs_data
 def test_qwen_batched_equals_one_at_a_time(tiny_qwen):
     """Left padding: a sample's greedy answer does not depend on its batch-mates."""
-    from dsdrive.teachers.qwen_vl import QwenVLTeacher
+    from dsdrive.annotation.annotators.qwen_vl import QwenVLAnnotator
 
-    teacher = QwenVLTeacher(tiny_qwen, batch_size=2, max_new_tokens=6, **TINY_PIXELS)
+    teacher = QwenVLAnnotator(tiny_qwen, batch_size=2, max_new_tokens=6, **TINY_PIXELS)
     convs = [teacher._conversation(s)[0] for s in (nuscenes_sample_0061(), bev_sample("b"))]
     batched = teacher._generate(convs)
     single = [teacher._generate([c])[0] for c in convs]
@@ -61,12 +61,12 @@ def test_qwen_batched_equals_one_at_a_time(tiny_qwen):
 
 
 def test_quantized_on_cpu_is_a_clear_error(tiny_qwen):
-    from dsdrive.teachers.qwen_vl import QwenVLTeacher
+    from dsdrive.annotation.annotators.qwen_vl import QwenVLAnnotator
 
     with pytest.raises(RuntimeError, match="load_in_4bit needs a CUDA GPU"):
-        QwenVLTeacher(tiny_qwen, load_in_4bit=True, device="cpu")
+        QwenVLAnnotator(tiny_qwen, load_in_4bit=True, device="cpu")
     with pytest.raises(ValueError, match="not both"):
-        QwenVLTeacher(tiny_qwen, load_in_4bit=True, load_in_8bit=True, device="cpu")
+        QwenVLAnnotator(tiny_qwen, load_in_4bit=True, load_in_8bit=True, device="cpu")
 
 
 def test_prompts_versions_and_hindsight():

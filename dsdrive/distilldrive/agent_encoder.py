@@ -17,7 +17,7 @@ from torch import nn
 
 from dsdrive.distilldrive.layers import mlp, sine_embedding
 from dsdrive.distilldrive.teacher_inputs import AGENT_STEP_CHANNELS
-from dsdrive.types import AGENT_TYPES
+from dsdrive.data.types import AGENT_TYPES
 
 
 class AgentEncoder(nn.Module):

@@ -1,7 +1,7 @@
 """Planning distillation terms, teacher -> student (DistillDrive, arXiv 2508.05402).
 
 DistillDrive's student has the same 18 planning queries as its teacher (3 commands x 6 modes of
-one :class:`dsdrive.planning_vocabulary.PlanningVocabulary`), so query i of the student is paired
+one :class:`dsdrive.distilldrive.planning_vocabulary.PlanningVocabulary`), so query i of the student is paired
 with query i of the teacher, 1:1. Terms (public code @15dff59):
 
 * ``feature``: MSE(adapter(student plan queries), teacher plan queries), weight 0.5 (active in
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsdrive.types import COMMANDS
+from dsdrive.data.types import COMMANDS
 
 
 class PlanningKD(nn.Module):

@@ -2,7 +2,7 @@
 
 SparseDrive clusters the training agents' 12-step (6 s) futures into 6 anchors per detection
 class (``kmeans_motion`` -> (10, 6, 12, 2)); the motion head's mode queries embed them. Here the
-classes are :data:`dsdrive.types.AGENT_TYPES`, so the vocabulary is (6 classes, 6, 12, 2).
+classes are :data:`dsdrive.data.types.AGENT_TYPES`, so the vocabulary is (6 classes, 6, 12, 2).
 
 Frame: each future is expressed in the **agent's own frame at the current time** (x along its
 yaw, y to its left, origin at its centre), cumulative displacement in metres, so that one set
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dsdrive.planning_vocabulary import kmeans_anchors
-from dsdrive.types import AGENT_FUTURE_STEPS, AGENT_TYPES, PlanningSample
+from dsdrive.distilldrive.planning_vocabulary import kmeans_anchors
+from dsdrive.data.types import AGENT_FUTURE_STEPS, AGENT_TYPES, PlanningSample
 
 MOTION_VOCAB_FILE = "motion_vocabulary.json"
 

@@ -7,7 +7,7 @@ Model, after the public code (facts in ``shared/research/distilldrive.md``):
 * :class:`~dsdrive.distilldrive.agent_encoder.AgentEncoder` over each agent's box and GT future
   (privileged), :class:`~dsdrive.distilldrive.map_encoder.MapEncoder` over map polylines;
 * 18 ego queries = 3 commands x 6 modes of the planning vocabulary
-  (:class:`dsdrive.planning_vocabulary.PlanningVocabulary`, the same anchors the student's
+  (:class:`dsdrive.distilldrive.planning_vocabulary.PlanningVocabulary`, the same anchors the student's
   planning queries use, so teacher and student align mode for mode), each a sine embedding of
   its anchor's per-step offsets through an MLP, plus a learnt ego embedding;
 * ``num_layers`` x [self-attention over agents + ego queries ("gnn"), norm, cross-attention to
@@ -28,7 +28,7 @@ not move in the current frame); ``use_ego_history=False`` gives that variant. Po
 added to features once before the layers; with
 ``anchor_residual`` (default) each mode regresses per-step offsets *relative to its anchor's*
 (the public code regresses them from zero), which keeps mode i near anchor i for the distillation
-that pairs modes 1:1. Commands index mode groups in :data:`dsdrive.types.COMMANDS` order
+that pairs modes 1:1. Commands index mode groups in :data:`dsdrive.data.types.COMMANDS` order
 (index = command * 6 + mode).
 
 Save / load: a ``transformers`` ``PretrainedConfig`` / ``PreTrainedModel`` pair, so
@@ -62,7 +62,7 @@ from dsdrive.distilldrive.teacher_inputs import (
     STATUS_DIM,
     TeacherBatch,
 )
-from dsdrive.types import (
+from dsdrive.data.types import (
     AGENT_FUTURE_STEPS,
     AGENT_TYPES,
     COMMANDS,

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsdrive.distilldrive.teacher_inputs import STATUS_DIM, STATUS_VX
-from dsdrive.types import FUTURE_STEPS, STEP_SECONDS
+from dsdrive.data.types import FUTURE_STEPS, STEP_SECONDS
 
 
 class DQNStateLoss(nn.Module):
@@ -82,7 +82,7 @@ class DQNStateLoss(nn.Module):
 
         Args:
             pred_status, gt_status: (B, 10) DistillDrive status; status_mask: (B, 10) bool.
-            command: (B,) long action index into :data:`dsdrive.types.COMMANDS`.
+            command: (B,) long action index into :data:`dsdrive.data.types.COMMANDS`.
             plan: (B, 6, 2) the planned (best-mode) cumulative waypoints (m).
             gt_future: (B, 6, 2); gt_mask: (B, 6) bool.
 

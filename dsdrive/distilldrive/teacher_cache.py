@@ -28,10 +28,10 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from tqdm import tqdm
 
-from dsdrive.atomic_io import write_json_atomic
+from dsdrive.data.atomic_io import write_json_atomic
 from dsdrive.distilldrive.planning_teacher import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch
-from dsdrive.types import PlanningSample
+from dsdrive.data.types import PlanningSample
 
 CACHE_KEYS = ("plan_queries", "plan_logits", "plan_waypoints", "waypoints", "mode")
 

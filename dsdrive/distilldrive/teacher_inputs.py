@@ -4,14 +4,14 @@ DistillDrive's stage-0 teacher ("DLP") reads ground-truth annotations only: agen
 their **ground-truth futures** (privileged) and the vectorised map. It never sees a camera, and
 the ego status and command are not inputs: the status is a regression target and the DQN state,
 the command selects 6 of the 18 planning modes. :func:`build_teacher_batch` reads exactly these
-fields of a :class:`dsdrive.types.PlanningSample` and nothing else (``inputs.cameras`` and
+fields of a :class:`dsdrive.data.types.PlanningSample` and nothing else (``inputs.cameras`` and
 ``inputs.ego_history`` are never touched; a test checks this).
 
 Frame and units: ego frame of the current time (x forward, y left), metres, m/s, radians.
 
 Conversions from dsdrive's contract (decisions, documented here once):
 
-* Agents: all classes of :data:`dsdrive.types.AGENT_TYPES`, filtered to a 55 m circle around the
+* Agents: all classes of :data:`dsdrive.data.types.AGENT_TYPES`, filtered to a 55 m circle around the
   ego and the ``max_agents`` (150) nearest, as in DistillDrive.
 * Agent time steps: 13 tokens, t = 0 is the current box, t = 1..12 the GT future at 0.5 s.
   Per step 9 channels ``offset(2), velocity(2), cos/sin(yaw)(2), length, width, valid``.
@@ -42,7 +42,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from dsdrive.types import (
+from dsdrive.data.types import (
     AGENT_FUTURE_STEPS,
     AGENT_TYPES,
     COMMANDS,

@@ -17,12 +17,12 @@ from tqdm import tqdm
 
 from dsdrive.distilldrive.planning_teacher import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch
-from dsdrive.metrics.planning import (
+from dsdrive.evaluation.metrics.planning import (
     complete_future_mask,
     evaluate_trajectories,
     summarize_by_command,
 )
-from dsdrive.types import PlanningSample
+from dsdrive.data.types import PlanningSample
 
 
 def fit_teacher(
@@ -74,7 +74,7 @@ def predict_teacher(model: PlanningTeacher, samples: list[PlanningSample], batch
 
 
 def evaluate_teacher(model: PlanningTeacher, samples: list[PlanningSample], rescore: bool | None = None) -> dict:
-    """Open-loop L2 / collision (``dsdrive.metrics.planning``) on samples with complete futures.
+    """Open-loop L2 / collision (``dsdrive.evaluation.metrics.planning``) on samples with complete futures.
 
     Returns:
         ``{"num_evaluated", "num_skipped_incomplete_future", "metrics"}``; ``metrics`` is

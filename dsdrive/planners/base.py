@@ -1,6 +1,6 @@
 """The planner interface (navsim's ``AbstractAgent`` shape).
 
-A planner sees :class:`dsdrive.types.PlanningInputs` only (no future), and returns ego-frame
+A planner sees :class:`dsdrive.data.types.PlanningInputs` only (no future), and returns ego-frame
 waypoints: (6, 3) ``x, y, heading`` at +0.5 ... +3.0 s, x forward, y left, metres/radians.
 """
 
@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from dsdrive.types import FUTURE_STEPS, PlanningInputs
+from dsdrive.data.types import FUTURE_STEPS, PlanningInputs
 
 
 class Planner(ABC):

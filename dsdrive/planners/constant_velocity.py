@@ -15,7 +15,7 @@ import numpy as np
 
 from dsdrive.geometry import wrap_angle
 from dsdrive.planners.base import Planner
-from dsdrive.types import EGO_STATUS_FIELDS, FUTURE_STEPS, STEP_SECONDS, PlanningInputs
+from dsdrive.data.types import EGO_STATUS_FIELDS, FUTURE_STEPS, STEP_SECONDS, PlanningInputs
 
 _VX, _VY, _YAW_RATE = (EGO_STATUS_FIELDS.index(f) for f in ("vx", "vy", "yaw_rate"))
 FUTURE_TIMES_S = STEP_SECONDS * np.arange(1, FUTURE_STEPS + 1)

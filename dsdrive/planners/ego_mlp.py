@@ -8,7 +8,7 @@ beat with its scene understanding.
 Input features (31, float32), all in the ego frame of the current time:
 ``ego_status`` (6, masked fields zeroed) | ``ego_status_mask`` (6) | ``ego_history`` x, y,
 heading flattened (12, invalid poses zeroed) | ``ego_history_mask`` (4) | one-hot command (3,
-order :data:`dsdrive.types.COMMANDS`). Features are standardised with the training set's mean
+order :data:`dsdrive.data.types.COMMANDS`). Features are standardised with the training set's mean
 and standard deviation, stored as buffers in the state dict.
 
 Output: (6, 3) ``x, y, heading`` at +0.5 ... +3.0 s (m, rad). Loss: L1 over the valid future
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsdrive.atomic_io import write_bytes_atomic, write_json_atomic
+from dsdrive.data.atomic_io import write_bytes_atomic, write_json_atomic
 from dsdrive.geometry import wrap_angle
 from dsdrive.planners.base import Planner
-from dsdrive.types import COMMANDS, EGO_STATUS_FIELDS, FUTURE_STEPS, HISTORY_STEPS, PlanningInputs, PlanningSample
+from dsdrive.data.types import COMMANDS, EGO_STATUS_FIELDS, FUTURE_STEPS, HISTORY_STEPS, PlanningInputs, PlanningSample
 
 FEATURE_DIM = 2 * len(EGO_STATUS_FIELDS) + 3 * HISTORY_STEPS + HISTORY_STEPS + len(COMMANDS)
 MODEL_FILE, CONFIG_FILE = "model.pt", "config.json"
@@ -40,7 +40,7 @@ def ego_features(inputs: PlanningInputs) -> np.ndarray:
     """(31,) float32 ego-only feature vector of one sample (see the module docstring).
 
     Raises:
-        ValueError: the command is not one of :data:`dsdrive.types.COMMANDS` (names the sample).
+        ValueError: the command is not one of :data:`dsdrive.data.types.COMMANDS` (names the sample).
     """
     status_mask = np.asarray(inputs.ego_status_mask, bool)
     status = np.where(status_mask, np.asarray(inputs.ego_status, np.float32), 0.0)
@@ -154,7 +154,7 @@ class EgoMLPPlanner(Planner):
 def train_ego_mlp(samples: list[PlanningSample], config: EgoMLPConfig | None = None, progress: bool = True) -> EgoMLPPlanner:
     """Train an ego-status MLP with masked L1 on ``samples`` (CPU, deterministic under ``config.seed``).
 
-    The caller chooses the samples; pass training scenes only (:func:`dsdrive.splits.split_scenes`).
+    The caller chooses the samples; pass training scenes only (:func:`dsdrive.data.splits.split_scenes`).
     Training runs on one intra-op thread (restored afterwards): for a model this small, more
     threads only add synchronisation cost, which on a busy machine is ten times the work.
 
@@ -214,14 +214,14 @@ def train_ego_mlp_on_split(data_dir: str | Path, config: EgoMLPConfig | None = N
     """Train on the training scenes of a planning dataset (``split_scenes``; validation scenes never seen).
 
     Args:
-        data_dir: a dataset written by :func:`dsdrive.dataset.save_samples`.
-        val_scenes: held-out scenes (default :data:`dsdrive.splits.DEFAULT_VAL_SCENES`).
+        data_dir: a dataset written by :func:`dsdrive.data.dataset.save_samples`.
+        val_scenes: held-out scenes (default :data:`dsdrive.data.splits.DEFAULT_VAL_SCENES`).
 
     Raises:
         ValueError: the split leaves no training scene.
     """
-    from dsdrive.dataset import load_dataset_dir, load_samples
-    from dsdrive.splits import DEFAULT_VAL_SCENES, split_scenes
+    from dsdrive.data.dataset import load_dataset_dir, load_samples
+    from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
 
     scene_ids = list(load_dataset_dir(data_dir)["scene_id"])
     train, _ = split_scenes(scene_ids, DEFAULT_VAL_SCENES if val_scenes is None else val_scenes)

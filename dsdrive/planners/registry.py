@@ -19,7 +19,7 @@ PLANNERS: dict[str, tuple[str, str, bool]] = {
     "constant_turn_rate": ("dsdrive.planners.constant_velocity", "ConstantTurnRatePlanner", False),
     "ego_mlp": ("dsdrive.planners.ego_mlp", "EgoMLPPlanner", True),
     "student": ("dsdrive.planners.student", "StudentPlanner", True),
-    "planning_teacher": ("dsdrive.planners.planning_teacher", "PlanningTeacherPlanner", True),  # privileged (GT agent futures)
+    "planning_teacher": ("dsdrive.planners.distilldrive_teacher", "PlanningTeacherPlanner", True),  # privileged (GT agent futures)
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dsdrive.planners.base import Planner
-from dsdrive.types import PlanningInputs
+from dsdrive.data.types import PlanningInputs
 
 
 class StudentPlanner(Planner):
@@ -105,7 +105,7 @@ class StudentPlanner(Planner):
 def stated_meta_action(reasoning: str) -> str | None:
     """The meta-action a reasoning text states on its ``Plan: ...`` line (template
     ``prompts/reasoning/v1.jinja``), when it names one of the GPT-Driver / Agent-Driver classes."""
-    from dsdrive.annotation import BEHAVIOURS, SPEEDS
+    from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
 
     for line in reasoning.splitlines():
         if line.strip().lower().startswith("plan:"):
@@ -121,8 +121,8 @@ def stated_meta_action(reasoning: str) -> str | None:
 
 
 def meta_action_from_index(index: int) -> str:
-    """Inverse of :attr:`dsdrive.annotation.MetaAction.index`: class index -> ``"BEHAVIOUR with SPEED"``."""
-    from dsdrive.annotation import BEHAVIOURS, SPEEDS, MetaAction
+    """Inverse of :attr:`dsdrive.annotation.schema.MetaAction.index`: class index -> ``"BEHAVIOUR with SPEED"``."""
+    from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, MetaAction
 
     return str(MetaAction(behaviour=BEHAVIOURS[index // len(SPEEDS)], speed=SPEEDS[index % len(SPEEDS)]))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsdrive.types import Agents
+from dsdrive.data.types import Agents
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from dsdrive.annotation import BEHAVIOURS, SPEEDS
-from dsdrive.types import AGENT_TYPES, COMMANDS, FUTURE_STEPS, MAP_TYPES
+from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
+from dsdrive.data.types import AGENT_TYPES, COMMANDS, FUTURE_STEPS, MAP_TYPES
 
 DEFAULT_LOSS_WEIGHTS = {
     "waypoint_l1": 1.0,
@@ -45,7 +45,7 @@ class StudentConfig(PretrainedConfig):
         scene_layers / scene_heads: transformer encoder over [ego, agents, map] tokens.
         max_agents / max_map: caps N, M (nearest to the ego kept).
         num_commands / num_modes / future_steps: planning vocabulary (3, 6, 6, 2) -> 18 queries,
-            one per (command, mode), in :data:`dsdrive.types.COMMANDS` order.
+            one per (command, mode), in :data:`dsdrive.data.types.COMMANDS` order.
         bev_*: BEV grid extent (metres, ego frame) and size (cells).
         risk_*: RiskHead (deformable attention; queries at ``risk_query_stride``).
         risk_footprint_weight: weight of the L1 term restricted to agent footprints (see

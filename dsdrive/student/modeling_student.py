@@ -10,7 +10,7 @@ position ids = cumulative count of real tokens, so padding never shifts a positi
 
     [scene tokens: ego, N agents, M polylines][prompt tokens][18 planning queries][reasoning tokens]
 
-The 18 planning queries (one per (command, mode), :data:`dsdrive.types.COMMANDS` order, each a
+The 18 planning queries (one per (command, mode), :data:`dsdrive.data.types.COMMANDS` order, each a
 learned embedding plus an embedding of its vocabulary anchor) see the scene and the prompt; the
 reasoning tokens see the queries too, so the text explains the plan that the queries carry.
 The waypoint head also reads the ego's current kinematics (``batch["ego"]``, no future) directly:
@@ -48,7 +48,7 @@ class StudentOutput(ModelOutput):
     waypoints (B, K, M, T, 2) metres ego frame; mode_logits (B, K, M); risk_map (B, H, W) in [0, 1];
     meta_action_logits (B, 36); reasoning_logits (B, R, V) predicting each reasoning token;
     query_states (B, K*M, H) final hidden states of all planning queries (index = command * M + mode,
-    the order of ``mode_logits.flatten(1)``), read by planning KD (:mod:`dsdrive.planning_kd`).
+    the order of ``mode_logits.flatten(1)``), read by planning KD (:mod:`dsdrive.training.planning_kd`).
     """
 
     loss: torch.Tensor | None = None
@@ -161,7 +161,7 @@ class StudentModel(PreTrainedModel):
         return model
 
     def set_planning_vocabulary(self, vocabulary) -> None:
-        """Copy anchors (a :class:`dsdrive.planning_vocabulary.PlanningVocabulary` or an array shaped
+        """Copy anchors (a :class:`dsdrive.distilldrive.planning_vocabulary.PlanningVocabulary` or an array shaped
         (K, M, T, 2), metres, ego frame) into the ``anchors`` buffer.
 
         Raises:

@@ -1,11 +1,11 @@
 """Processor of the student: PlanningInputs/PlanningSample -> padded tensor batches.
 
-* :class:`SceneFeaturizer` reads :class:`dsdrive.types.PlanningInputs` ONLY (a dataset row, a
+* :class:`SceneFeaturizer` reads :class:`dsdrive.data.types.PlanningInputs` ONLY (a dataset row, a
   simulator state or a detector's output) and returns numpy scene features in the ego frame.
-* :class:`StudentProcessor` adds the text prompt (:func:`dsdrive.reasoning.render_student_prompt`,
+* :class:`StudentProcessor` adds the text prompt (:func:`dsdrive.annotation.reasoning.render_student_prompt`,
   inputs only) and, for training samples, targets read only from ``PlanningSample.targets`` and
   the annotation: ego_future (6, 3) + mask, reasoning ids (teacher chain-of-thought via
-  :func:`dsdrive.reasoning.render_reasoning`, then eos), the BEV risk target
+  :func:`dsdrive.annotation.reasoning.render_reasoning`, then eos), the BEV risk target
   (:func:`dsdrive.student.bev.rasterize_risk` of ``Annotation.risks``) and the meta-action class.
 * :meth:`StudentProcessor.collate` (also :class:`StudentDataCollator`) pads to the batch maximum.
 
@@ -25,10 +25,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dsdrive.annotation import Annotation
+from dsdrive.annotation.schema import Annotation
 from dsdrive.student.bev import BevGrid, rasterize_risk
 from dsdrive.student.configuration_student import StudentConfig
-from dsdrive.types import AGENT_TYPES, COMMANDS, MAP_POINTS, MAP_TYPES, PlanningInputs, PlanningSample
+from dsdrive.data.types import AGENT_TYPES, COMMANDS, MAP_POINTS, MAP_TYPES, PlanningInputs, PlanningSample
 
 PROCESSOR_FILE = "processor_config.json"
 TARGET_KEYS = ("ego_future", "ego_future_mask", "reasoning_ids", "reasoning_mask", "risk_target", "risk_valid", "meta_action")
@@ -79,13 +79,13 @@ class SceneFeaturizer:
 
 
 def _prompt_fn(inputs: PlanningInputs) -> str:
-    from dsdrive.reasoning import render_student_prompt
+    from dsdrive.annotation.reasoning import render_student_prompt
 
     return render_student_prompt(inputs)
 
 
 def _reasoning_fn(annotation: dict) -> str:
-    from dsdrive.reasoning import render_reasoning
+    from dsdrive.annotation.reasoning import render_reasoning
 
     return render_reasoning(annotation)
 
@@ -98,9 +98,9 @@ class StudentProcessor:
         config: the StudentConfig (caps, BEV grid).
         max_prompt_tokens / max_reasoning_tokens: truncation lengths (the prompt keeps its start;
             reasoning truncated drops its eos).
-        prompt_fn / reasoning_fn: text renderers; default :mod:`dsdrive.reasoning`'s.
+        prompt_fn / reasoning_fn: text renderers; default :mod:`dsdrive.annotation.reasoning`'s.
         meta_action_from_future: without an annotation, label the meta-action from the
-            ground-truth future (:func:`dsdrive.meta_action.meta_action_from_trajectory`).
+            ground-truth future (:func:`dsdrive.annotation.meta_action.meta_action_from_trajectory`).
     """
 
     def __init__(self, tokenizer, config: StudentConfig, max_prompt_tokens: int = 256, max_reasoning_tokens: int = 256,
@@ -149,7 +149,7 @@ class StudentProcessor:
             feats["risk_valid"] = True
             feats["meta_action"] = np.int64(ann.meta_action.index)
         elif self.meta_action_from_future and bool(np.all(t.ego_future_mask)):
-            from dsdrive.meta_action import meta_action_from_trajectory
+            from dsdrive.annotation.meta_action import meta_action_from_trajectory
 
             inp = sample.inputs
             speed = inp.speed if bool(np.all(inp.ego_status_mask[:2])) else None

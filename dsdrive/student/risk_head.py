@@ -3,7 +3,7 @@
 RSD adds a RiskHead to the planner's BEV features: deformable attention, then a per-cell risk
 map R in [0, 1], trained with L_risk = ||R_pred - R_gt||_1 against the VLM's per-object risk
 matched to BEV cells; consistency of two risk annotations is measured by Diff_Risk, which RSD
-names without a formula: dsdrive's definition is :mod:`dsdrive.metrics.risk`. Training adds a
+names without a formula: dsdrive's definition is :mod:`dsdrive.evaluation.metrics.risk`. Training adds a
 soft-target BCE on the risk logits to RSD's L1 (see :func:`risk_l1_loss`): with the L1 alone the
 sigmoid map saturated at 0 everywhere.
 

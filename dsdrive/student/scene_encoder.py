@@ -3,8 +3,8 @@
 Inputs (ego frame of the current time, x forward, y left, metres; NO future value):
 
 * agents (B, N, 9): box ``x, y, z, length, width, height, yaw`` + velocity ``vx, vy`` (m/s),
-  agent_types (B, N) long over :data:`dsdrive.types.AGENT_TYPES`, agents_mask (B, N) bool;
-* map_points (B, M, 20, 2), map_types (B, M) long over :data:`dsdrive.types.MAP_TYPES`, map_mask (B, M);
+  agent_types (B, N) long over :data:`dsdrive.data.types.AGENT_TYPES`, agents_mask (B, N) bool;
+* map_points (B, M, 20, 2), map_types (B, M) long over :data:`dsdrive.data.types.MAP_TYPES`, map_mask (B, M);
 * ego (B, 28): ego_status (6) and its mask (6), history x, y, heading (4 x 3) and its mask (4)
   (:data:`EGO_FEATURES`); command (B,) long over COMMANDS.
 

@@ -19,9 +19,9 @@ SPECIAL_TOKENS = [PAD, BOS, EOS]
 
 
 def student_corpus(samples) -> list[str]:
-    """Prompt (:func:`dsdrive.reasoning.render_student_prompt`, inputs only) and reasoning
-    (:func:`dsdrive.reasoning.render_reasoning`, for annotated samples) texts of PlanningSamples."""
-    from dsdrive.reasoning import render_reasoning, render_student_prompt
+    """Prompt (:func:`dsdrive.annotation.reasoning.render_student_prompt`, inputs only) and reasoning
+    (:func:`dsdrive.annotation.reasoning.render_reasoning`, for annotated samples) texts of PlanningSamples."""
+    from dsdrive.annotation.reasoning import render_reasoning, render_student_prompt
 
     texts = []
     for s in samples:

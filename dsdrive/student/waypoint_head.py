@@ -21,7 +21,7 @@ EGO_KINEMATIC_FEATURES = 10
 """Ego kinematics fed straight to the waypoint head (:func:`ego_kinematics`): vx, vy (m/s / 10),
 ax, ay (m/s^2 / 3), yaw rate (rad/s / 0.5), steering (rad), and the 4 masks of vx, vy, ax, ay."""
 STATUS_SCALE = (10.0, 10.0, 3.0, 3.0, 0.5, 1.0)
-"""Divisors of :data:`dsdrive.types.EGO_STATUS_FIELDS` bringing each to O(1)."""
+"""Divisors of :data:`dsdrive.data.types.EGO_STATUS_FIELDS` bringing each to O(1)."""
 
 
 def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = 6, dt: float = 0.5) -> torch.Tensor:

@@ -1,0 +1,292 @@
+"""What the VLM teachers share: versioned prompts, the ask / re-ask loop, failure records.
+
+A VLM teacher (local Qwen2.5-VL: :mod:`dsdrive.annotation.annotators.qwen_vl`; any OpenAI-compatible
+endpoint: :mod:`dsdrive.annotation.annotators.openai_api`) shows a sample's camera images (or, for a sample
+without cameras, a BEV rendering: :mod:`dsdrive.annotation.bev_render`) and a text context built from
+:class:`dsdrive.data.types.PlanningInputs` (ego status, command, history, nearest agents; with
+``hindsight`` also the ground-truth future, VLM-AD style) through a prompt file
+``prompts/teacher/<name>.jinja``. The answer must be JSON (:mod:`dsdrive.annotation.annotators.vlm_answer`);
+if it is not valid the teacher asks once more, quoting the validation error; if it is still
+invalid the sample gets an :class:`AnnotationFailure` with the reason and the raw text.
+
+Prompt files: a header ``{#- dsdrive-prompt: version=1 schema=cot|risk hindsight=true|false -#}``
+and three jinja2 blocks, ``system``, ``user`` and ``reask`` (the latter sees ``error``). The
+stored ``prompt_version`` is ``teacher/<name>@v<version>``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+from PIL import Image
+
+from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, Annotation, AnnotationFailure
+from dsdrive.data.paths import PROMPTS_DIR
+from dsdrive.annotation.annotators.base import Annotator
+from dsdrive.annotation.annotators.vlm_answer import AnswerContext, AnswerError, parse_answer
+from dsdrive.data.types import EGO_STATUS_FIELDS, HISTORY_STEPS, STEP_SECONDS, PlanningSample
+
+MAX_CONTEXT_AGENTS = 12
+"""Nearest agents listed in the text context (and drawn with ids on a BEV image)."""
+_HEADER = re.compile(r"\{#-?\s*dsdrive-prompt:(?P<fields>[^#]*)-?#\}")
+
+Message = dict[str, Any]
+"""A chat message: ``{"role": ..., "content": str | list[item]}``; an item is
+``{"type": "text", "text": str}`` or ``{"type": "image", "image": PIL.Image, "camera": str}``."""
+
+
+@dataclass
+class TeacherPrompt:
+    """A versioned prompt file of ``prompts/teacher/``.
+
+    Attributes:
+        name: file stem, e.g. ``dsdrive_cot_v1``.
+        version: the header's ``version``.
+        schema: answer schema, ``cot`` or ``risk`` (:data:`dsdrive.annotation.annotators.vlm_answer.SCHEMAS`).
+        hindsight: the prompt shows the ground-truth future.
+    """
+
+    name: str
+    version: str
+    schema: str
+    hindsight: bool
+    template: jinja2.Template
+
+    @property
+    def prompt_version(self) -> str:
+        return f"teacher/{self.name}@v{self.version}"
+
+    def render(self, block: str, **variables: Any) -> str:
+        """Render one block (``system``, ``user`` or ``reask``); undefined variables raise."""
+        ctx = self.template.new_context(variables)
+        return "".join(self.template.blocks[block](ctx)).strip()
+
+
+def load_prompt(name: str, prompts_dir: str | Path | None = None) -> TeacherPrompt:
+    """Load ``<prompts_dir>/teacher/<name>.jinja`` (default :data:`dsdrive.data.paths.PROMPTS_DIR`).
+
+    Raises:
+        FileNotFoundError: no such prompt file (the message lists the available ones).
+        ValueError: the header is missing or malformed, or a block is missing (naming the file).
+    """
+    folder = Path(prompts_dir or PROMPTS_DIR) / "teacher"
+    path = folder / f"{name}.jinja"
+    if not path.is_file():
+        have = sorted(p.stem for p in folder.glob("*.jinja"))
+        raise FileNotFoundError(f"prompt {name!r}: no file {path}; available: {have}")
+    text = path.read_text(encoding="utf-8")
+    m = _HEADER.search(text.splitlines()[0] if text else "")
+    if not m:
+        raise ValueError(f"{path}: first line must be '{{#- dsdrive-prompt: version=N schema=cot|risk hindsight=... -#}}'")
+    fields = dict(kv.split("=", 1) for kv in m.group("fields").split() if "=" in kv)
+    if fields.get("schema") not in ("cot", "risk") or "version" not in fields:
+        raise ValueError(f"{path}: header fields {fields} need version=N and schema=cot|risk")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    template = env.from_string(text)
+    missing = {"system", "user", "reask"} - set(template.blocks)
+    if missing:
+        raise ValueError(f"{path}: missing jinja blocks {sorted(missing)}")
+    return TeacherPrompt(name, fields["version"], fields["schema"], fields.get("hindsight", "false") == "true", template)
+
+
+def nearest_agents(sample: PlanningSample, k: int = MAX_CONTEXT_AGENTS) -> list[int]:
+    """Indices of the ``k`` agents nearest to the ego (ego-frame distance), nearest first."""
+    boxes = sample.inputs.agents.boxes
+    if len(boxes) == 0:
+        return []
+    return list(np.argsort(np.hypot(boxes[:, 0], boxes[:, 1]))[:k])
+
+
+def agent_alias(rank: int) -> str:
+    """Short name of the ``rank``-th nearest agent (``A1``, ``A2`` ...) used in prompts and on BEV
+    images instead of long track ids; answers are mapped back to the real ids."""
+    return f"A{rank + 1}"
+
+
+def prompt_variables(sample: PlanningSample, images: list[tuple[str, int, int]], hindsight: bool) -> dict[str, Any]:
+    """Template variables of one sample.
+
+    The :data:`MAX_CONTEXT_AGENTS` nearest agents are listed as ``agents`` with ``id`` = their
+    alias (:func:`agent_alias`) and ``agent_id`` = the real track id.
+
+    Args:
+        sample: the sample (ego frame: x forward, y left, metres).
+        images: ``(camera, seen_w, seen_h)`` per image shown, in order (``BEV`` for a rendering).
+        hindsight: add ``future`` (ground-truth ego waypoints) and each listed agent's
+            ``future_xy`` at +3 s (VLM-AD hindsight); otherwise neither is present.
+    """
+    inp = sample.inputs
+    status = [
+        {"name": n, "value": round(float(v), 2)}
+        for n, v, m in zip(EGO_STATUS_FIELDS, inp.ego_status, inp.ego_status_mask)
+        if m
+    ]
+    history = [
+        {"t": -STEP_SECONDS * (HISTORY_STEPS - i), "x": round(float(p[0]), 2), "y": round(float(p[1]), 2)}
+        for i, (p, m) in enumerate(zip(inp.ego_history, inp.ego_history_mask))
+        if m
+    ]
+    agents = []
+    for rank, i in enumerate(nearest_agents(sample)):
+        b, v = inp.agents.boxes[i], inp.agents.velocities[i]
+        a = {
+            "id": agent_alias(rank), "agent_id": inp.agents.ids[i], "type": inp.agents.types[i], "x": round(float(b[0]), 1),
+            "y": round(float(b[1]), 1), "vx": round(float(v[0]), 1), "vy": round(float(v[1]), 1),
+        }
+        if hindsight:
+            fut, mask = sample.targets.agent_futures, sample.targets.agent_future_masks
+            ok = np.flatnonzero(mask[i][:6]) if len(mask) else []
+            a["future_xy"] = (round(float(fut[i, ok[-1], 0]), 1), round(float(fut[i, ok[-1], 1]), 1)) if len(ok) else None
+        agents.append(a)
+    out = {
+        "sample_id": sample.sample_id,
+        "command": inp.command,
+        "speed": round(inp.speed, 2),
+        "ego_status": status,
+        "history": history,
+        "agents": agents,
+        "images": [{"camera": c, "width": w, "height": h} for c, w, h in images],
+        "bev": any(c == "BEV" for c, _, _ in images),
+        "behaviours": list(BEHAVIOURS),
+        "speeds": list(SPEEDS),
+    }
+    if hindsight:
+        t = sample.targets
+        out["future"] = [
+            {"t": STEP_SECONDS * (i + 1), "x": round(float(p[0]), 2), "y": round(float(p[1]), 2)}
+            for i, (p, m) in enumerate(zip(t.ego_future, t.ego_future_mask))
+            if m
+        ]
+    return out
+
+
+class VLMAnnotator(Annotator):
+    """Base of the VLM teachers: builds conversations, parses, re-asks once, records failures.
+
+    Subclasses implement :meth:`_chat` (answer a list of conversations) and :meth:`_seen_size`
+    (the pixel size at which the model sees an image). Secrets registered in ``_secrets`` are
+    redacted from every failure record.
+    """
+
+    def __init__(self, teacher_id: str, prompt: str = "dsdrive_cot_v1", hindsight: bool = False) -> None:
+        super().__init__()
+        if hindsight and prompt == "dsdrive_cot_v1":
+            prompt = "dsdrive_cot_hindsight_v1"
+        self.prompt = load_prompt(prompt)
+        if self.prompt.hindsight != hindsight:
+            raise ValueError(f"prompt {prompt!r} has hindsight={self.prompt.hindsight} but the teacher was given hindsight={hindsight}")
+        self.hindsight = hindsight
+        self.teacher_id = teacher_id
+        self.prompt_version = self.prompt.prompt_version
+        self._secrets: list[str] = []
+
+    # ------------------------------------------------------------------ backend hooks
+    @abstractmethod
+    def _chat(self, conversations: list[list[Message]]) -> list[str | Exception]:
+        """Answer each conversation (text, or the exception that stopped it), in order."""
+
+    def _seen_size(self, width: int, height: int) -> tuple[int, int]:
+        """Pixel size at which the model sees a ``width`` x ``height`` image (default: as is)."""
+        return width, height
+
+    # ------------------------------------------------------------------ shared flow
+    def _redact(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for s in self._secrets:
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    def _images(self, sample: PlanningSample) -> list[tuple[str, Image.Image]]:
+        """The sample's camera images (RGB), else its BEV rendering; raises FileNotFoundError."""
+        if not sample.inputs.cameras:
+            from dsdrive.annotation.bev_render import render_bev
+
+            return [("BEV", render_bev(sample))]
+        out = []
+        for cam in sample.inputs.cameras:
+            path = Path(cam.image_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"sample {sample.sample_id}: camera {cam.name} image_path {path} does not exist")
+            with Image.open(path) as im:
+                out.append((cam.name, im.convert("RGB")))
+        return out
+
+    def _conversation(self, sample: PlanningSample) -> tuple[list[Message], AnswerContext]:
+        images = self._images(sample)
+        seen = {c: (*self._seen_size(*im.size), *im.size) for c, im in images}
+        variables = prompt_variables(sample, [(c, seen[c][0], seen[c][1]) for c, _ in images], self.hindsight)
+        content: list[dict] = []
+        for cam, im in images:
+            content.append({"type": "text", "text": f"{cam} ({seen[cam][0]}x{seen[cam][1]}):"})
+            content.append({"type": "image", "image": im, "camera": cam})
+        content.append({"type": "text", "text": self.prompt.render("user", **variables)})
+        messages = [
+            {"role": "system", "content": self.prompt.render("system", **variables)},
+            {"role": "user", "content": content},
+        ]
+        agent_pos = {a["id"]: (a["x"], a["y"]) for a in variables["agents"]}
+        aliases = {a["id"]: a["agent_id"] for a in variables["agents"]}
+        ctx = AnswerContext({c: s for c, s in seen.items() if c != "BEV"}, agent_pos, aliases)
+        return messages, ctx
+
+    def _parse(self, text: str, sample: PlanningSample, ctx: AnswerContext) -> Annotation:
+        return parse_answer(
+            text, self.prompt.schema, ctx, sample_id=sample.sample_id, teacher=self.teacher_id,
+            prompt_version=self.prompt_version, hindsight=self.hindsight,
+        )
+
+    def _failure(self, sample: PlanningSample, reason: str, raw: str | None) -> AnnotationFailure:
+        return AnnotationFailure(
+            sample_id=sample.sample_id, teacher=self.teacher_id, prompt_version=self.prompt_version,
+            reason=self._redact(reason), raw_text=self._redact(raw),
+        )
+
+    def annotate(self, samples: list[PlanningSample]) -> list[Annotation | AnnotationFailure]:
+        """Annotate ``samples``: ask, parse, re-ask once with the validation error, else fail.
+
+        Returns one :class:`Annotation` or :class:`AnnotationFailure` per sample, in order.
+        A sample whose images are missing fails without a request (reason names the file).
+        """
+        results: list[Annotation | AnnotationFailure | None] = [None] * len(samples)
+        convs: dict[int, tuple[list[Message], AnswerContext]] = {}
+        for i, s in enumerate(samples):
+            try:
+                convs[i] = self._conversation(s)
+            except (FileNotFoundError, OSError, jinja2.UndefinedError) as exc:
+                results[i] = self._failure(s, f"could not build the prompt: {exc}", None)
+        order = list(convs)
+        first = self._chat([convs[i][0] for i in order])
+        reask: dict[int, list[Message]] = {}
+        for i, raw in zip(order, first):
+            if isinstance(raw, Exception):
+                results[i] = self._failure(samples[i], f"request failed: {type(raw).__name__}: {raw}", None)
+                continue
+            try:
+                results[i] = self._parse(raw, samples[i], convs[i][1])
+            except AnswerError as exc:
+                follow_up = {"role": "user", "content": self.prompt.render("reask", error=str(exc))}
+                reask[i] = [*convs[i][0], {"role": "assistant", "content": raw}, follow_up]
+                results[i] = self._failure(samples[i], f"invalid answer: {exc}", raw)  # replaced if the re-ask works
+        if reask:
+            second = self._chat(list(reask.values()))
+            for i, raw in zip(reask, second):
+                if isinstance(raw, Exception):
+                    results[i] = self._failure(samples[i], f"re-ask request failed: {type(raw).__name__}: {raw}", results[i].raw_text)
+                    continue
+                try:
+                    results[i] = self._parse(raw, samples[i], convs[i][1])
+                except AnswerError as exc:
+                    first_raw = results[i].raw_text
+                    results[i] = self._failure(
+                        samples[i], f"invalid answer after one re-ask: {exc}",
+                        f"--- first answer ---\n{first_raw}\n--- re-ask answer ---\n{raw}",
+                    )
+        return results  # type: ignore[return-value]

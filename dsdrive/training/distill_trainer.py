@@ -1,0 +1,88 @@
+"""Trainer of student distillation: a ``transformers.Trainer`` whose loss is the student's dual-head loss.
+
+The student (:class:`dsdrive.student.StudentModel`, possibly wrapped by peft) computes every
+term itself from one batch of :class:`dsdrive.student.StudentProcessor`: waypoint L1 and mode
+cross-entropy (DistillDrive planning vocabulary), reasoning cross-entropy (DSDrive sequence-level
+distillation of the teacher's chain-of-thought), BEV risk L1 (RSD) and meta-action
+cross-entropy. :meth:`DistillTrainer.compute_loss` returns their weighted sum and accumulates
+each term, which :meth:`DistillTrainer.log` reports averaged over the logging window (keys
+``waypoint_l1``, ``mode_ce``, ``reasoning_ce``, ``risk_l1``, ``meta_action_ce``; ``eval_``
+prefixed in evaluation), like trl's GKD/DPO trainers report their metrics. Batches that carry
+cached planning-teacher outputs (:mod:`dsdrive.training.planning_kd`) add the DistillDrive KD terms
+``kd_feature``, ``kd_mode_kl``, ``kd_regression`` (logged the same way).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer
+
+from dsdrive.training.planning_kd import KD_TERMS, planning_kd_terms, pop_teacher_outputs
+from dsdrive.data.types import PlanningSample
+
+LOSS_TERMS = ("waypoint_l1", "mode_ce", "reasoning_ce", "risk_l1", "meta_action_ce")
+
+
+class EncodedSamples(Dataset):
+    """PlanningSamples encoded once by a StudentProcessor (inputs + targets per item, numpy)."""
+
+    def __init__(self, samples: list[PlanningSample], processor):
+        from tqdm import tqdm
+
+        self.items = [processor.encode_sample(s) for s in tqdm(samples, desc="encode", unit="sample", leave=False)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+class DistillTrainer(Trainer):
+    """``Trainer`` for the student; pass ``data_collator=StudentDataCollator(processor)``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Weighted sum of the student's loss terms (weights from ``StudentConfig.loss_weights``).
+
+        Raises:
+            ValueError: the batch carries no target (the model returned no loss).
+        """
+        teacher = pop_teacher_outputs(inputs)  # planning KD: cached teacher tensors never reach the student
+        outputs = model(**inputs)
+        if outputs.loss is None:
+            raise ValueError(f"DistillTrainer: batch without targets (keys {sorted(inputs)})")
+        mode = "train" if model.training else "eval"
+        for k in LOSS_TERMS:
+            v = getattr(outputs, k, None)
+            if v is not None:
+                self._terms[mode][k].append(float(v.detach()))
+        if teacher:  # DistillDrive planning KD (dsdrive.training.planning_kd), terms already weighted
+            kd = planning_kd_terms(model, outputs, teacher)
+            outputs.loss = outputs.loss + kd["total"]
+            for k in KD_TERMS:
+                self._terms[mode][k].append(float(kd[k].detach()))
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add each loss term's mean since the last log (``eval_`` prefix in evaluation)."""
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for k, vals in self._terms[mode].items():
+            if vals:
+                logs[prefix + k] = round(sum(vals) / len(vals), 5)
+        self._terms[mode].clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation: the loss only (the student's predictions are scored by dsdrive.evaluation.open_loop)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
