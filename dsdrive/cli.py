@@ -16,11 +16,21 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "build": ("data_builders.build", "build planning samples from ScenarioNet / nuScenes / DriveLM / MetaDrive"),
-    "annotate": ("dsdrive.annotation.annotate", "annotate planning samples with a teacher (rule | qwen-vl | openai)"),
-    "merge": ("dsdrive.annotation.annotate", "join annotation shards into a planning dataset by sample id"),
-    "vocab": ("dsdrive.distilldrive.planning_vocabulary", "rebuild the planning and motion vocabularies (k-means) from the training scenes"),
+    # data
+    "build": ("data_builders.build", "main", "build planning samples from ScenarioNet / nuScenes / DriveLM / MetaDrive"),
+    # annotation
+    "annotate": ("dsdrive.annotation.annotate", "main", "annotate planning samples with an annotator (rule | qwen-vl | openai)"),
+    "merge": ("dsdrive.annotation.annotate", "merge_main", "join annotation shards into a planning dataset by sample id"),
+    # training
+    "vocab": ("dsdrive.distilldrive.planning_vocabulary", "main", "rebuild the planning and motion vocabularies (k-means) from the training scenes"),
+    "planning-teacher": ("dsdrive.training.planning_teacher", "main", "train the DistillDrive planning teacher (privileged: ground-truth agents and map)"),
+    "ego-mlp": ("dsdrive.training.ego_mlp", "main", "train the ego-status MLP baseline (AD-MLP style)"),
+    "distill": ("dsdrive.training.distill", "main", "distil the student (same as `accelerate launch recipes/distill.py`)"),
+    # evaluation
+    "open-loop": ("dsdrive.evaluation.open_loop", "main", "open-loop L2 / collision of planners (ST-P3 and UniAD protocols)"),
+    "closed-loop": ("dsdrive.evaluation.closed_loop.cli", "main", "closed-loop rollouts in MetaDrive with an HTML report"),
 }
+"""Stage name -> (module, function taking argv, help). Stages in pipeline order."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,17 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
         width = max(map(len, SUBCOMMANDS))
-        lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+        lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
         msg = "usage: dsdrive <command> [options]\n\ncommands:\n" + "\n".join(lines)
         if argv and argv[0] not in {"-h", "--help"}:
             print(f"dsdrive: unknown command {argv[0]!r}\n\n{msg}", file=sys.stderr)
             return 2
         print(msg)
         return 0
-    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-    if argv[0] == "merge":
-        return int(module.merge_main(argv[1:]) or 0)
-    return int(module.main(argv[1:]) or 0)
+    module_name, function, _ = SUBCOMMANDS[argv[0]]
+    return int(getattr(importlib.import_module(module_name), function)(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

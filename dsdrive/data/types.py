@@ -24,14 +24,8 @@ from typing import Any
 
 import numpy as np
 
-HISTORY_STEPS = 4
-"""Ego history poses at -2.0, -1.5, -1.0, -0.5 s."""
-FUTURE_STEPS = 6
-"""Ego future waypoints at +0.5 ... +3.0 s."""
-AGENT_FUTURE_STEPS = 12
-"""Agent future positions at +0.5 ... +6.0 s."""
-STEP_SECONDS = 0.5
-"""Spacing of history, future and agent-future samples (2 Hz)."""
+from dsdrive.constants import AGENT_FUTURE_STEPS, FUTURE_STEPS, HISTORY_STEPS, STEP_SECONDS  # noqa: F401 (re-exported: the contract)
+
 MAP_POINTS = 20
 """Points per map polyline after arc-length resampling."""
 
