@@ -3,12 +3,15 @@
 Run as:
     dsdrive build --source scenarionet --input ../shared/data/nuscenes-mini-scenarionet --out /tmp/planning
     dsdrive build --source scenarionet --keyframe-step 1 --out /tmp/planning-10hz   # every 10 Hz step
+    dsdrive build --source scenarionet --agents-as-ego --mirror --out /tmp/planning-aug  # every vehicle as ego + mirrored copies
     dsdrive build --source nuscenes --input ~/data/nuscenes --version v1.0-mini --out /tmp/planning-nusc
     dsdrive build --source metadrive-pg --num-scenarios 8 --out /tmp/planning-pg
 
 Writes the samples with :func:`dsdrive.data.dataset.save_samples` (atomic: an interrupted build leaves
 the previous dataset in place) and ``build_report.json`` inside the output folder (samples per
-scene, command counts, every skipped file / scene / keyframe / agent with its reason).
+scene, command counts, every skipped file / scene / keyframe / agent with its reason, and
+``sample_counts``: samples per scene x command x ego source x mirrored, with ``agent_ego``: the
+agent-as-ego counters per scene, parked vehicles skipped among them).
 ``--source scenarionet`` is built here; the other sources are dispatched to
 ``data_builders.<source>.build(args)``, imported only when asked for.
 """
@@ -38,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=50.0, help="agents within this distance of the ego (m)")
     p.add_argument("--map-roi", type=float, nargs=2, default=(50.0, 30.0), metavar=("HALF_X", "HALF_Y"), help="ego-frame map box half extents (m)")
     p.add_argument("--max-polylines", type=int, default=100, help="map polylines kept per sample, nearest first")
+    p.add_argument("--agents-as-ego", action="store_true",
+                   help="scenarionet: also make a sample of every logged vehicle with a valid -2 s ... +3 s window, in its own ego frame (LAV)")
+    p.add_argument("--parked-fraction", type=float, default=0.0, metavar="F",
+                   help="with --agents-as-ego: share of parked candidates kept per scene (0 = none, the default; 1 = all)")
+    p.add_argument("--parked-motion", type=float, default=0.5, metavar="M",
+                   help="with --agents-as-ego: a vehicle whose 5 s window stays within M metres of its current position is parked")
+    p.add_argument("--mirror", action="store_true", help="scenarionet: add a left-right mirrored copy of every sample (y, heading flipped; LEFT <-> RIGHT)")
     p.add_argument("--num-scenarios", type=int, default=None, help="use only the first N scenarios")
     p.add_argument("--seed", type=int, default=0, help="metadrive-pg: first procedural-map seed")
     p.add_argument("--episode-steps", type=int, default=None, help="metadrive-pg: simulator steps recorded per scenario")
@@ -51,6 +61,21 @@ def write_report(out_dir: Path, report: dict) -> Path:
     from dsdrive.data.atomic_io import write_json_atomic
 
     return write_json_atomic(out_dir / "build_report.json", report)
+
+
+def sample_counts(samples: list) -> list[dict]:
+    """Samples per scene x command x ego source x mirrored, as rows ``{"scene_id", "command",
+    "ego_source", "mirrored", "samples"}`` sorted by those keys (``build_report.json`` key ``sample_counts``)."""
+    c = Counter((s.scene_id, s.inputs.command, s.ego_source, bool(s.mirrored)) for s in samples)
+    return [{"scene_id": k[0], "command": k[1], "ego_source": k[2], "mirrored": k[3], "samples": n} for k, n in sorted(c.items())]
+
+
+def subset_commands(counts: list[dict]) -> dict[str, dict[str, int]]:
+    """Command counts per subset ``"<ego_source>"`` / ``"<ego_source> mirrored"`` from :func:`sample_counts` rows."""
+    out: dict[str, Counter] = {}
+    for r in counts:
+        out.setdefault(r["ego_source"] + (" mirrored" if r["mirrored"] else ""), Counter())[r["command"]] += r["samples"]
+    return {k: dict(v) for k, v in sorted(out.items())}
 
 
 def _print_summary(report: dict) -> None:
@@ -67,6 +92,21 @@ def _print_summary(report: dict) -> None:
         table.add_row(scene, str(n), *(str(cmds.get(c, 0)) for c in report["commands_order"]))
     table.add_row("total", str(report["samples"]), *(str(report["commands"].get(c, 0)) for c in report["commands_order"]), style="bold")
     console.print(table)
+    subsets = report.get("commands_per_subset", {})
+    if set(subsets) - {"recorded_ego"}:
+        sub = Table(title="samples per ego source x mirrored (sample_counts in build_report.json)")
+        for col in ("subset", "samples", *report["commands_order"]):
+            sub.add_column(col, justify="right" if col != "subset" else "left")
+        for name, cmds in subsets.items():
+            sub.add_row(name, str(sum(cmds.values())), *(str(cmds.get(c, 0)) for c in report["commands_order"]))
+        console.print(sub)
+    if report.get("agent_ego"):
+        tot = Counter()
+        for counts in report["agent_ego"].values():
+            tot.update(counts)
+        console.print(f"agents as ego: {tot['samples']} samples from {tot['vehicle_keyframes']} vehicle keyframes; "
+                      f"{tot['no_full_window']} without a valid -2 s ... +3 s window; parked {tot['parked_candidates']} "
+                      f"(kept {tot['parked_kept']}, skipped {tot['parked_skipped']})", highlight=False)
     if report["skip_reasons"]:
         skips = Table(title="counted skips (details in build_report.json)")
         skips.add_column("kind: reason")
@@ -93,7 +133,13 @@ def build_scenarionet(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"dsdrive build: {exc}", file=sys.stderr)
         return 2
-    options = BuildOptions(keyframe_step=args.keyframe_step, radius=args.radius, map_roi=tuple(args.map_roi), max_polylines=args.max_polylines)
+    try:
+        options = BuildOptions(keyframe_step=args.keyframe_step, radius=args.radius, map_roi=tuple(args.map_roi), max_polylines=args.max_polylines,
+                               agents_as_ego=args.agents_as_ego, parked_fraction=args.parked_fraction,
+                               parked_motion_m=args.parked_motion, mirror=args.mirror)
+    except ValueError as exc:
+        print(f"dsdrive build: {exc}", file=sys.stderr)
+        return 2
     try:
         samples, rep = build_folder(folder, options, num_scenarios=args.num_scenarios, strict=args.strict, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as exc:
@@ -116,17 +162,22 @@ def build_scenarionet(args: argparse.Namespace) -> int:
         "skip_counts": rep.skip_counts(),
         "skip_reasons": rep.reason_counts(),
         "skips": [asdict(s) for s in rep.skips],
+        "agent_ego": rep.agent_ego,
     }
     return save_build(samples, Path(args.out), report, t0, folder)
 
 
 def save_build(samples: list, out: Path, report: dict, t0: float, source: Path) -> int:
     """Write the samples (atomically) and ``build_report.json`` to ``out`` and print the summary.
+    Adds ``sample_counts`` (:func:`sample_counts`) and ``commands_per_subset`` (:func:`subset_commands`)
+    to ``report`` when absent.
 
     Returns 0, or 1 (nothing written, any earlier output kept) when ``samples`` is empty.
     """
     from dsdrive.data.dataset import save_samples
 
+    report.setdefault("sample_counts", sample_counts(samples))
+    report.setdefault("commands_per_subset", subset_commands(report["sample_counts"]))
     report["seconds"] = time.perf_counter() - t0
     if not samples:
         _print_summary(report)
@@ -140,7 +191,7 @@ def save_build(samples: list, out: Path, report: dict, t0: float, source: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``dsdrive build``; returns the exit code (0 ok, 1 build failed, 2 bad input path)."""
+    """Entry point of ``dsdrive build``; returns the exit code (0 ok, 1 build failed, 2 bad input path or option value)."""
     args = build_parser().parse_args(argv)
     if args.source == "scenarionet":
         return build_scenarionet(args)

@@ -9,31 +9,40 @@ driving", CVPR 2020) read with ``nuscenes.nuscenes.NuScenes``; agent futures wit
 (``NuScenesCanBus``) and map polylines with the map expansion (``NuScenesMap``) when present.
 
 What one sample holds (the **ego frame** is that of the keyframe's LIDAR_TOP ``ego_pose``:
-x forward, y left, z up, origin at the ego pose):
+x forward, y left, z up, origin at the ego pose, **planar**: the ego pose's yaw only, as in
+ScenarioNet samples and the simulator; the pose's pitch/roll, about 1 deg, is left out, so a
+box's z is its height above the ego origin, ``z - ego z``):
 
 * every ``keyframe_step``-th keyframe (2 Hz; default every one) that has 6 later keyframes
   (+0.5 ... +3.0 s); others are skipped and counted ("future beyond scene end");
-* ``ego_history`` (4, 3) from the 4 previous keyframes, masked (and zero) before the scene start;
-  ``ego_future`` (6, 3) from the 6 next keyframes; ``command`` from the +3 s lateral offset;
-* ``ego_status`` (vx, vy, ax, ay, yaw_rate, steering): from the CAN bus ``pose`` message (vel,
-  accel, rotation_rate, all in the vehicle frame) and ``steeranglefeedback`` (rad; else
-  ``vehicle_monitor.steering`` in deg) at or before the keyframe time; without CAN bus, backward
-  differences of the keyframe ego poses (velocity and yaw rate need the previous keyframe,
-  acceleration the two previous), steering masked. Only past values enter this input;
+* the planner inputs come from :func:`dsdrive.data.world_state.planning_inputs_from_world` (the
+  one feature path, shared with the ScenarioNet builder and the closed-loop simulator), given:
+  the ego track of the scene's keyframes up to this one (2 Hz, no velocities: ``ego_history``
+  from the 4 previous keyframes, masked before the scene start); the route (the scene's keyframe
+  poses on the nominal 2 Hz clock, so ``command`` is the lateral offset of keyframe +6, +3 s);
+  the measured ego status; the keyframe's annotations; the location's map;
+* ``ego_status`` (vx, vy, ax, ay, yaw_rate, steering): measured from the CAN bus ``pose`` message
+  (vel, accel, rotation_rate, all in the vehicle frame) and ``steeranglefeedback`` (rad; else
+  ``vehicle_monitor.steering`` in deg) at or before the keyframe time; fields without a message
+  are derived by the feature path from backward differences of the keyframe ego poses (velocity
+  and yaw rate need the previous keyframe, acceleration the two previous); steering masked.
+  Only past values enter this input;
 * agents: the keyframe's ``sample_annotation`` within ``radius`` (2D) of the ego, nearest first;
-  box (x, y, z, l, w, h, yaw) with nuScenes ``size`` = (w, l, h) reordered; centres through the
-  full 3D ego pose (as the devkit's ``get_sample_data``), yaw relative to the ego yaw;
-  velocity ``NuScenes.box_velocity`` rotated into the ego frame (NaN -> 0, counted); futures
-  (12, 3) at +0.5 ... +6.0 s from ``PredictHelper.get_future_for_agent`` (global records,
-  transformed here; each record placed at round(dt / 0.5) and masked where absent);
-* map polylines (map expansion present): lane/road dividers -> ``lane_divider``, boundaries of
-  road_segment ∪ lane polygons -> ``road_edge``, ped_crossing outlines -> ``ped_crossing``,
-  lane and lane-connector centrelines -> ``lane_centerline``, clipped to the ego-frame ROI box
-  and resampled to 20 points; without the expansion the map is empty (counted);
+  box (x, y, z, l, w, h, yaw) with nuScenes ``size`` = (w, l, h) reordered, z relative to the
+  ego, yaw relative to the ego yaw; velocity ``NuScenes.box_velocity`` rotated into the ego
+  frame (NaN -> 0, counted for kept agents); futures (12, 3) at +0.5 ... +6.0 s of the kept
+  agents from ``PredictHelper.get_future_for_agent`` (global records, transformed here; each
+  record placed at round(dt / 0.5) and masked where absent);
+* ``ego_future`` (6, 3) from the 6 next keyframes;
+* map polylines (map expansion present, :mod:`data_builders.nuscenes_map`): lane/road dividers
+  -> ``lane_divider``, boundaries of road_segment ∪ lane polygons -> ``road_edge``, ped_crossing
+  outlines -> ``ped_crossing``, lane and lane-connector centrelines -> ``lane_centerline``,
+  clipped to the ego-frame ROI box, at most ``max_polylines`` nearest first, resampled to 20
+  points; without the expansion the map is empty (counted);
 * cameras: the six ``CAM_*`` keyframe images with ``camera_intrinsic`` and a motion-compensated
-  ``cam2ego`` = inv(ego_pose(t_lidar)) @ ego_pose(t_cam) @ calibrated_sensor, i.e. the camera at
-  its own exposure time expressed in the keyframe's ego frame (the devkit/mmdet3d
-  ``sensor2lidar`` chain). The static rig alone is off by up to ~18 px on scene-0061 at 9 m/s
+  ``cam2ego`` = inv(planar ego_pose(t_lidar)) @ ego_pose(t_cam) @ calibrated_sensor, i.e. the
+  camera at its own exposure time expressed in the keyframe's (planar) ego frame (the
+  devkit/mmdet3d ``sensor2lidar`` chain, so boxes project onto the images exactly). The static rig alone is off by up to ~18 px on scene-0061 at 9 m/s
   (cameras fire up to 43 ms before LIDAR_TOP; see tests/test_camera_projection.py).
 
 Bad input: a missing table folder raises ``FileNotFoundError`` naming it; malformed records raise
@@ -53,22 +62,10 @@ import numpy as np
 from pyquaternion import Quaternion
 
 from data_builders.nuscenes_map import NuScenesMapExtractor
+from dsdrive.constants import AGENT_FUTURE_STEPS, FUTURE_STEPS, STEP_SECONDS
+from dsdrive.data.types import CAMERA_NAMES, EGO_STATUS_FIELDS, Camera, PlanningSample, PlanningTargets
+from dsdrive.data.world_state import AgentState, EgoTrack, FeatureOptions, Route, WorldState, planning_inputs_from_world
 from dsdrive.geometry import wrap_angle
-from dsdrive.data.types import (
-    AGENT_FUTURE_STEPS,
-    CAMERA_NAMES,
-    EGO_STATUS_FIELDS,
-    FUTURE_STEPS,
-    HISTORY_STEPS,
-    STEP_SECONDS,
-    Agents,
-    Camera,
-    MapPolylines,
-    PlanningInputs,
-    PlanningSample,
-    PlanningTargets,
-    command_from_future,
-)
 
 SOURCE = "nuscenes"
 KEYFRAME_TOLERANCE_S = 0.15
@@ -107,17 +104,30 @@ def pose_matrix(record: dict) -> np.ndarray:
     return m
 
 
+def heading_of(rotation: list[float]) -> float:
+    """Planar heading (rad) of a nuScenes orientation quaternion (w, x, y, z): the direction of
+    its rotated x axis in the x-y plane (the devkit's ``quaternion_yaw``; exact under pitch/roll,
+    unlike pyquaternion's ``yaw_pitch_roll``, which is off by ~1e-4 rad at 1 deg of tilt)."""
+    r = Quaternion(rotation).rotation_matrix
+    return float(np.arctan2(r[1, 0], r[0, 0]))
+
+
 class _EgoFrame:
-    """The ego frame of one keyframe: global (nuScenes) -> ego transforms."""
+    """The planar ego frame of one keyframe (the frame of :mod:`dsdrive.data.world_state`):
+    origin at the ``ego_pose`` translation, x along its yaw, z up; the pose's small pitch/roll
+    (about 1 deg) is not applied, so heights are ``z - ego z`` as in ScenarioNet samples and the
+    simulator. Global (nuScenes) -> ego transforms of the targets and the cameras."""
 
     def __init__(self, ego_pose: dict):
-        self.q = Quaternion(ego_pose["rotation"])
         self.t = np.asarray(ego_pose["translation"], dtype=np.float64)
-        self.yaw = float(self.q.yaw_pitch_roll[0])
-        self.global2ego = np.linalg.inv(pose_matrix(ego_pose))
+        self.yaw = heading_of(ego_pose["rotation"])
+        ego2global = np.eye(4)
+        ego2global[:3, :3] = Quaternion(axis=[0.0, 0.0, 1.0], angle=self.yaw).rotation_matrix
+        ego2global[:3, 3] = self.t
+        self.global2ego = np.linalg.inv(ego2global)
 
     def points(self, xyz: np.ndarray) -> np.ndarray:
-        """Global points (N, 3) -> ego frame (N, 3) (full 3D pose)."""
+        """Global points (N, 3) -> ego frame (N, 3)."""
         p = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         return p @ self.global2ego[:3, :3].T + self.global2ego[:3, 3]
 
@@ -127,7 +137,7 @@ class _EgoFrame:
 
     def rel_yaw(self, rotation: list[float]) -> float:
         """Yaw of a global orientation quaternion relative to the ego heading (rad)."""
-        return float(wrap_angle((self.q.inverse * Quaternion(rotation)).yaw_pitch_roll[0]))
+        return float(wrap_angle(heading_of(rotation) - self.yaw))
 
 
 class _CanBus:
@@ -214,48 +224,44 @@ def _pose_rows(frame: _EgoFrame, poses: list[dict]) -> np.ndarray:
     return np.concatenate([xy, yaw[:, None]], axis=1)
 
 
-def _status_from_poses(frame: _EgoFrame, poses: list[dict | None], times: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Backward differences over the current and two previous keyframe poses (index 0 = current)."""
-    values, mask = np.zeros(len(EGO_STATUS_FIELDS)), np.zeros(len(EGO_STATUS_FIELDS), bool)
-    if poses[1] is None:
-        return values, mask
-    xy = _pose_rows(frame, [p for p in poses if p is not None])
-    dt1 = times[0] - times[1]
-    v0 = (xy[0, :2] - xy[1, :2]) / dt1
-    values[0:2], values[4] = v0, wrap_angle(xy[0, 2] - xy[1, 2]) / dt1
-    mask[[0, 1, 4]] = True
-    if poses[2] is not None:
-        dt2 = times[1] - times[2]
-        v1 = (xy[1, :2] - xy[2, :2]) / dt2
-        values[2:4], mask[2:4] = (v0 - v1) / dt1, True
-    return values, mask
+def _planar(pose: dict) -> tuple[np.ndarray, float]:
+    """(x, y) and yaw (rad) of a nuScenes ``ego_pose`` / annotation record (global frame)."""
+    return np.asarray(pose["translation"][:2], dtype=np.float64), heading_of(pose["rotation"])
 
 
-def _agents(nusc, helper, sample: dict, frame: _EgoFrame, radius: float, report: Counter):
+def _agent_state(nusc, sample: dict) -> tuple[AgentState, list[dict], np.ndarray]:
+    """All annotations of a keyframe as an :class:`AgentState` (global frame), the annotation
+    records in the same order and a (N,) flag of velocities that were NaN (set to 0).
+
+    Raises:
+        ValueError: an annotation with a malformed size/translation (token and values).
+    """
     anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
-    if not anns:
-        return Agents.empty(), np.zeros((0, AGENT_FUTURE_STEPS, 3), np.float32), np.zeros((0, AGENT_FUTURE_STEPS), bool)
     for a in anns:
         if len(a["size"]) != 3 or len(a["translation"]) != 3:
             raise ValueError(f"sample_annotation {a['token']}: malformed size/translation {a['size']}/{a['translation']}")
-    centres = frame.points(np.array([a["translation"] for a in anns]))
-    dist = np.hypot(centres[:, 0], centres[:, 1])
-    keep = [i for i in np.argsort(dist, kind="stable") if dist[i] <= radius]
+    if not anns:
+        return AgentState.empty(), [], np.zeros(0, bool)
+    vel = np.array([np.asarray(nusc.box_velocity(a["token"]), np.float64)[:2] for a in anns])
+    nan = ~np.isfinite(vel).all(1)
+    agents = AgentState(
+        ids=[a["instance_token"] for a in anns],
+        types=[agent_type(a["category_name"]) for a in anns],
+        xy=np.array([a["translation"][:2] for a in anns], np.float64),
+        yaw=np.array([_planar(a)[1] for a in anns]),
+        lwh=np.array([[a["size"][1], a["size"][0], a["size"][2]] for a in anns], np.float64),  # nuScenes size is (w, l, h)
+        velocity=np.where(nan[:, None], 0.0, vel),
+        z=np.array([a["translation"][2] for a in anns], np.float64),
+    )
+    return agents, anns, nan
+
+
+def _agent_futures(nusc, helper, sample: dict, anns: list[dict], frame: _EgoFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Futures (N, 12, 3) in ``frame`` and masks (N, 12) of the annotations ``anns``."""
     t0 = sample["timestamp"] * 1e-6
-    ids, types, boxes, vels = [], [], [], []
-    futures = np.zeros((len(keep), AGENT_FUTURE_STEPS, 3))
-    masks = np.zeros((len(keep), AGENT_FUTURE_STEPS), bool)
-    for n, i in enumerate(keep):
-        a = anns[i]
-        w, l, h = a["size"]  # nuScenes size is (width, length, height)
-        ids.append(a["instance_token"])
-        types.append(agent_type(a["category_name"]))
-        boxes.append([*centres[i], l, w, h, frame.rel_yaw(a["rotation"])])
-        v = nusc.box_velocity(a["token"])
-        if not np.all(np.isfinite(v[:2])):
-            report["agent velocity NaN -> 0 (single annotation or gap > 1.5 s)"] += 1
-            v = np.zeros(3)
-        vels.append(frame.vectors(np.nan_to_num(v))[0, :2])
+    futures = np.zeros((len(anns), AGENT_FUTURE_STEPS, 3))
+    masks = np.zeros((len(anns), AGENT_FUTURE_STEPS), bool)
+    for n, a in enumerate(anns):
         records = helper.get_future_for_agent(a["instance_token"], sample["token"], AGENT_FUTURE_STEPS * STEP_SECONDS, in_agent_frame=False, just_xy=False)
         for rec in records:
             dt = nusc.get("sample", rec["sample_token"])["timestamp"] * 1e-6 - t0
@@ -264,12 +270,12 @@ def _agents(nusc, helper, sample: dict, frame: _EgoFrame, radius: float, report:
                 futures[n, k - 1, :2] = frame.points(np.array(rec["translation"]))[0, :2]
                 futures[n, k - 1, 2] = frame.rel_yaw(rec["rotation"])
                 masks[n, k - 1] = True
-    agents = Agents(ids, types, np.asarray(boxes, np.float32).reshape(-1, 7), np.asarray(vels, np.float32).reshape(-1, 2))
-    return agents, futures.astype(np.float32), masks
+    return futures.astype(np.float32), masks
 
 
-def _cameras(nusc, sample: dict, lidar_ego_pose: dict, report: Counter) -> list[Camera]:
-    global2ego = np.linalg.inv(pose_matrix(lidar_ego_pose))
+def _cameras(nusc, sample: dict, frame: _EgoFrame, report: Counter) -> list[Camera]:
+    """The keyframe's cameras with ``cam2ego`` into ``frame`` (the planar ego frame of the LiDAR time)."""
+    global2ego = frame.global2ego
     cams = []
     for name in CAMERA_NAMES:
         if name not in sample["data"]:
@@ -293,6 +299,7 @@ def build_samples(
     radius: float = 50.0,
     keyframe_step: int = 1,
     map_roi: tuple[float, float] = (50.0, 30.0),
+    max_polylines: int = 100,
     can_bus_root: str | None = None,
     strict: bool = False,
     progress: bool = True,
@@ -305,6 +312,7 @@ def build_samples(
         radius: keep agents within this 2D distance of the ego (m).
         keyframe_step: use every n-th keyframe (1 = every keyframe, 2 Hz).
         map_roi: ego-frame map box half extents (x, y) in metres.
+        max_polylines: keep at most this many map polylines, nearest to the ego first.
         can_bus_root: folder holding ``can_bus/`` (default: ``dataroot`` or its parent).
         strict: raise on the first malformed keyframe instead of skipping and counting it.
         progress: show a tqdm bar over scenes.
@@ -330,7 +338,8 @@ def build_samples(
     helper = PredictHelper(nusc)
     counts: Counter = Counter()
     can = _open_can_bus(dataroot, can_bus_root, counts)
-    maps = NuScenesMapExtractor(dataroot, map_roi, counts)
+    maps = NuScenesMapExtractor(dataroot, counts)
+    features = FeatureOptions(radius, tuple(map_roi), max_polylines)
     samples: list[PlanningSample] = []
     per_scene: dict[str, int] = {}
     n_keyframes = 0
@@ -342,12 +351,15 @@ def build_samples(
         per_scene[scene["name"]] = 0
         poses = [_ego_pose_of(nusc, s) for s in keyframes]
         times = [s["timestamp"] * 1e-6 for s in keyframes]
+        planar = [_planar(p) for p in poses]
+        # the route: keyframe poses on the nominal 2 Hz clock (keyframe k at k * 0.5 s)
+        route = Route(np.array([xy for xy, _ in planar]), np.arange(len(poses)) * STEP_SECONDS) if poses else None
         for i in range(0, len(keyframes), keyframe_step):
             if i + FUTURE_STEPS >= len(keyframes):
                 counts["keyframe skipped: future beyond scene end"] += 1
                 continue
             try:
-                samples.append(_build_one(nusc, helper, scene, keyframes, poses, times, i, location, canbus, maps, radius, counts))
+                samples.append(_build_one(nusc, helper, scene, keyframes, poses, planar, times, route, i, location, canbus, maps, features, counts))
                 per_scene[scene["name"]] += 1
             except (ValueError, KeyError) as exc:
                 if strict:
@@ -358,33 +370,22 @@ def build_samples(
     return samples, report
 
 
-def _build_one(nusc, helper, scene, keyframes, poses, times, i, location, canbus, maps, radius, counts) -> PlanningSample:
+def _build_one(nusc, helper, scene, keyframes, poses, planar, times, route, i, location, canbus, maps, features, counts) -> PlanningSample:
     sample, frame = keyframes[i], _EgoFrame(poses[i])
-    hist_idx = list(range(i - HISTORY_STEPS, i))
-    hist_mask = np.array([j >= 0 for j in hist_idx])
-    history = np.zeros((HISTORY_STEPS, 3))
-    if hist_mask.any():
-        history[hist_mask] = _pose_rows(frame, [poses[j] for j in hist_idx if j >= 0])
-    future = _pose_rows(frame, poses[i + 1 : i + 1 + FUTURE_STEPS])
+    ego = EgoTrack(STEP_SECONDS, [xy for xy, _ in planar[: i + 1]], [yaw for _, yaw in planar[: i + 1]],
+                   float(poses[i]["translation"][2]), timestamps=times[: i + 1])
     status, smask = canbus.status(sample["timestamp"])
-    if not smask[:5].any():  # no CAN bus pose message: backward differences of ego poses
-        steer, steer_ok = status[5], smask[5]
-        prev = [poses[j] if j >= 0 else None for j in (i, i - 1, i - 2)]
-        status, smask = _status_from_poses(frame, prev, [times[j] if j >= 0 else None for j in (i, i - 1, i - 2)])
-        status[5], smask[5] = steer, steer_ok
-    agents, fut, fmask = _agents(nusc, helper, sample, frame, radius, counts)
-    inputs = PlanningInputs(
-        sample_id=sample["token"],
-        scene_id=scene["name"],
-        ego_history=history.astype(np.float32),
-        ego_history_mask=hist_mask,
-        ego_status=status.astype(np.float32),
-        ego_status_mask=smask,
-        command=command_from_future(future),
-        agents=agents,
-        map=maps.polylines(location, poses[i]) if maps is not None else MapPolylines.empty(),
-        cameras=_cameras(nusc, sample, poses[i], counts),
-    )
+    agents, anns, nan_velocity = _agent_state(nusc, sample)
+    world = WorldState(sample["token"], scene["name"], ego, agents, route, maps.at(location),
+                       measured_status=status, measured_status_mask=smask, cameras=_cameras(nusc, sample, frame, counts))
+    inputs = planning_inputs_from_world(world, features)
+    index_of = {a["instance_token"]: n for n, a in enumerate(anns)}
+    kept = [index_of[t] for t in inputs.agents.ids]
+    n_nan = int(nan_velocity[kept].sum()) if kept else 0
+    if n_nan:
+        counts["agent velocity NaN -> 0 (single annotation or gap > 1.5 s)"] += n_nan
+    fut, fmask = _agent_futures(nusc, helper, sample, [anns[k] for k in kept], frame)
+    future = _pose_rows(frame, poses[i + 1 : i + 1 + FUTURE_STEPS])
     targets = PlanningTargets(future.astype(np.float32), np.ones(FUTURE_STEPS, bool), fut, fmask)
     return PlanningSample(SOURCE, location, times[i] - times[0], inputs, targets)
 
@@ -406,6 +407,7 @@ def build(args: argparse.Namespace) -> int:
             radius=getattr(args, "radius", 50.0),
             keyframe_step=step,
             map_roi=tuple(getattr(args, "map_roi", (50.0, 30.0))),
+            max_polylines=getattr(args, "max_polylines", 100),
             strict=getattr(args, "strict", False),
             progress=not getattr(args, "no_progress", False),
         )

@@ -1,5 +1,8 @@
 """nuScenes map expansion -> ego-frame map polylines (:class:`dsdrive.data.types.MapPolylines`).
 
+Each location's map is a :class:`dsdrive.data.world_state.MapQuery` (``polylines_at``), queried
+by :func:`dsdrive.data.world_state.planning_inputs_from_world` like the ScenarioNet map index.
+
 Classes follow the vectorised-map convention of MapTR / VAD (Liao et al., ICLR 2023; Jiang et
 al., ICCV 2023), plus lane centrelines:
 
@@ -14,7 +17,7 @@ Each element is clipped to the ego-frame ROI box ``|x| <= half_x, |y| <= half_y`
 line may split into several parts), transformed with the 2D ego pose (map layers carry no
 height, so the ego pitch/roll is ignored: < 0.03 % of the distance for a 1 deg tilt) and
 resampled at equal arc length to :data:`dsdrive.data.types.MAP_POINTS` points. Polylines are ordered
-by distance to the ego, nearest first.
+by distance to the ego, nearest first, and at most ``max_polylines`` are kept.
 
 Without ``<dataroot>/maps/expansion/<location>.json`` the map is empty and the missing location
 is counted once in the build report.
@@ -26,7 +29,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from pyquaternion import Quaternion
 from shapely import STRtree, affinity
 from shapely.geometry import LineString, MultiLineString, MultiPolygon, Point, Polygon, box
 from shapely.ops import unary_union
@@ -61,7 +63,7 @@ def _rings_of(geom) -> list[LineString]:
 
 
 class _LocationMap:
-    """Global-frame map geometry of one location with an STR-tree per class."""
+    """Global-frame map geometry of one location with an STR-tree per class (a ``MapQuery``)."""
 
     def __init__(self, dataroot: Path, location: str):
         from nuscenes.map_expansion.map_api import NuScenesMap
@@ -81,23 +83,45 @@ class _LocationMap:
         }
         self.trees = {k: STRtree(v) for k, v in self.layers.items() if v}
 
+    def polylines_at(self, ego_xy: np.ndarray, ego_yaw: float, roi: tuple[float, float], max_polylines: int) -> MapPolylines:
+        """Polylines (M, 20, 2), M <= ``max_polylines``, in the ego frame of (``ego_xy`` (2,)
+        global m, ``ego_yaw`` rad), clipped to the box ``|x| <= roi[0], |y| <= roi[1]``, nearest first."""
+        x0, y0 = float(ego_xy[0]), float(ego_xy[1])
+        c, s = np.cos(ego_yaw), np.sin(ego_yaw)
+        # global -> ego: [x', y'] = R(-yaw) ([x, y] - t)
+        to_ego = [c, s, -s, c, -(c * x0 + s * y0), s * x0 - c * y0]
+        hx, hy = roi
+        roi_ego = box(-hx, -hy, hx, hy)
+        query = Polygon([(x0 + c * px - s * py, y0 + s * px + c * py) for px, py in roi_ego.exterior.coords])
+        found = []
+        for kind, tree in self.trees.items():
+            for idx in tree.query(query, predicate="intersects"):
+                clipped = affinity.affine_transform(self.layers[kind][int(idx)], to_ego).intersection(roi_ego)
+                for line in _lines_of(clipped):
+                    if line.length > 1e-3:
+                        found.append((line.distance(Point(0, 0)), kind, resample_polyline(np.asarray(line.coords), MAP_POINTS)))
+        if not found:
+            return MapPolylines.empty()
+        found.sort(key=lambda t: t[0])
+        found = found[:max_polylines]
+        return MapPolylines([k for _, k, _ in found], np.stack([p for _, _, p in found]).reshape(-1, MAP_POINTS, 2).astype(np.float32))
+
 
 class NuScenesMapExtractor:
-    """Map polylines around an ego pose from the nuScenes map expansion, cached per location.
+    """The nuScenes map expansion, one :class:`_LocationMap` per location, loaded once.
 
     Args:
         dataroot: nuScenes folder holding ``maps/expansion/<location>.json``.
-        roi: ego-frame half extents ``(half_x, half_y)`` of the ROI box, metres.
         report: counter receiving "map expansion absent for <location>" once per location.
     """
 
-    def __init__(self, dataroot: str | Path, roi: tuple[float, float], report: Counter):
+    def __init__(self, dataroot: str | Path, report: Counter):
         self.dataroot = Path(dataroot)
-        self.roi = (float(roi[0]), float(roi[1]))
         self.report = report
         self._maps: dict[str, _LocationMap | None] = {}
 
-    def _map(self, location: str) -> _LocationMap | None:
+    def at(self, location: str) -> _LocationMap | None:
+        """The map query of ``location``, or None (counted once) without its expansion file."""
         if location not in self._maps:
             if (self.dataroot / "maps" / "expansion" / f"{location}.json").exists():
                 self._maps[location] = _LocationMap(self.dataroot, location)
@@ -105,28 +129,3 @@ class NuScenesMapExtractor:
                 self.report[f"map expansion absent for {location} (empty map)"] += 1
                 self._maps[location] = None
         return self._maps[location]
-
-    def polylines(self, location: str, ego_pose: dict) -> MapPolylines:
-        """Polylines (M, 20, 2) in the ego frame of ``ego_pose`` (nuScenes ego_pose record)."""
-        lm = self._map(location)
-        if lm is None:
-            return MapPolylines.empty()
-        x0, y0 = ego_pose["translation"][:2]
-        yaw = Quaternion(ego_pose["rotation"]).yaw_pitch_roll[0]
-        c, s = np.cos(yaw), np.sin(yaw)
-        # global -> ego: [x', y'] = R(-yaw) ([x, y] - t)
-        to_ego = [c, s, -s, c, -(c * x0 + s * y0), s * x0 - c * y0]
-        hx, hy = self.roi
-        roi_ego = box(-hx, -hy, hx, hy)
-        query = Polygon([(x0 + c * px - s * py, y0 + s * px + c * py) for px, py in roi_ego.exterior.coords])
-        found = []
-        for kind, tree in lm.trees.items():
-            for idx in tree.query(query, predicate="intersects"):
-                clipped = affinity.affine_transform(lm.layers[kind][int(idx)], to_ego).intersection(roi_ego)
-                for line in _lines_of(clipped):
-                    if line.length > 1e-3:
-                        found.append((line.distance(Point(0, 0)), kind, resample_polyline(np.asarray(line.coords), MAP_POINTS)))
-        if not found:
-            return MapPolylines.empty()
-        found.sort(key=lambda t: t[0])
-        return MapPolylines([k for _, k, _ in found], np.stack([p for _, _, p in found]).astype(np.float32))

@@ -16,15 +16,38 @@ at the ego track's position, heading 0 along +x):
 * keyframes every ``keyframe_step`` steps (default 0.5 s: every 5th step at 10 Hz, nuScenes'
   2 Hz keyframes); a keyframe is a sample only if the ego is valid and finite there and over
   all 6 future steps (+0.5 ... +3.0 s); otherwise it is skipped and counted with a reason;
-* ``ego_history`` (4, 3) at -2.0 ... -0.5 s, masked where before the log start or invalid;
-* ``ego_status`` over ``EGO_STATUS_FIELDS``: velocity from the track's ``velocity`` rotated into
-  the ego frame (backward difference of positions when missing); acceleration and yaw rate from
-  *backward* differences over 0.5 s (t-0.5 s -> t, so no future value enters an input);
-  steering is unknown (mask False);
-* agents valid at the current step within ``radius`` (default 50 m) of the ego, nearest first,
-  the ego track (``metadata.sdc_id``) excluded; futures (12, 3) at +0.5 ... +6.0 s, masked where
-  invalid, non-finite or past the log end;
-* map polylines: see :mod:`data_builders.scenarionet_map`.
+* the planner inputs come from :func:`dsdrive.data.world_state.planning_inputs_from_world` (the
+  one feature path, shared with the closed-loop simulator): the builder gives it the ego track
+  up to the keyframe (10 Hz, ``velocity`` from the track, a backward difference of positions
+  when missing), the agents valid at the keyframe (box-centre z from ``position``), the map
+  (:class:`dsdrive.data.map_index.MapIndex`) and the route (the logged ego path), and it makes
+  ``ego_history`` (4, 3), ``ego_status`` (steering unknown: masked), agents within ``radius``
+  (default 50 m) nearest first with z relative to the ego, map polylines and the command (the
+  route point 3 s later, i.e. the lateral offset of the ego future at +3 s);
+* targets: ``ego_future`` (6, 3) at +0.5 ... +3.0 s and, for the agents the inputs kept, futures
+  (12, 3) at +0.5 ... +6.0 s, masked where invalid, non-finite or past the log end;
+* tags: ``ego_source="recorded_ego"``, ``ego_track_id`` = ``metadata.sdc_id``, ``mirrored=False``.
+
+Two augmentations (``BuildOptions``; off by default, ``dsdrive build --agents-as-ego --mirror``):
+
+* **every vehicle as ego** (LAV: Chen & Kraehenbuehl, "Learning from All Vehicles", CVPR 2022):
+  at each keyframe, every logged ``VEHICLE`` track other than the recorded ego that is valid and
+  finite at every 10 Hz step from -2.0 s to +3.0 s (its whole history and future window) becomes
+  a sample in its own ego frame, made by the same :func:`planning_inputs_from_world` with that
+  track as the :class:`EgoTrack` (history and ego status from its own track, no CAN bus, so
+  steering is masked), its own logged path as the :class:`Route` (the command), the other
+  agents valid then, and the recorded ego added as a ``VEHICLE`` agent with its logged box and
+  its own future. Heights share one datum: the recorded ego's ``z`` is the ground at its pose
+  (nuScenes ego_pose z), so an agent taken as ego stands at its box bottom (centre z - height/2)
+  and the recorded ego as an agent has its box centre at its z + height/2. ScenarioNet's nuScenes
+  converter stores the ego's length and width swapped (1.73 x 4.08 m): the box is ordered so
+  length >= width. Ids ``{scene}_{step}_agent-{track id}``, ``ego_source="agent"``.
+  **Parked vehicles**: a candidate whose positions over the whole 5 s window all lie within
+  ``parked_motion_m`` (0.5 m) of its current position is *parked*; of a scene's parked candidates
+  ``parked_fraction`` (default 0: none) are kept, evenly spaced in (keyframe, track) order; the
+  counts are in :attr:`BuildReport.agent_ego`.
+* **left-right mirroring** (:func:`dsdrive.data.mirror.mirror_sample`): every sample (agent
+  samples included) gets a mirrored copy right after it, id suffix ``_mirror``, ``mirrored=True``.
 
 Bad input: :func:`load_scenario` raises :class:`ScenarioFormatError` / ``UnsafePickleError``
 naming the file and field; :func:`build_folder` turns those into counted file skips (or raises
@@ -41,23 +64,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data_builders.scenarionet_map import MapIndex
-from dsdrive.geometry import global_to_ego, rotate_vectors, wrap_angle
+from dsdrive.constants import AGENT_FUTURE_STEPS, FUTURE_STEPS, HISTORY_STEPS, STEP_SECONDS
+from dsdrive.data.map_index import MapIndex
+from dsdrive.data.mirror import mirror_sample
 from dsdrive.data.paths import GET_DATA_HELP
 from dsdrive.data.safe_pickle import UnsafePickleError, load_pickle
-from dsdrive.data.types import (
-    AGENT_FUTURE_STEPS,
-    AGENT_TYPES,
-    EGO_STATUS_FIELDS,
-    FUTURE_STEPS,
-    HISTORY_STEPS,
-    STEP_SECONDS,
-    Agents,
-    PlanningInputs,
-    PlanningSample,
-    PlanningTargets,
-    command_from_future,
-)
+from dsdrive.data.types import AGENT_TYPES, PlanningSample, PlanningTargets
+from dsdrive.data.world_state import AgentState, EgoTrack, FeatureOptions, Route, WorldState, planning_inputs_from_world
+from dsdrive.geometry import global_to_ego, wrap_angle
 
 
 class ScenarioFormatError(ValueError):
@@ -74,12 +88,35 @@ class BuildOptions:
         radius: agents farther than this from the ego at the current step are left out (m).
         map_roi: half extents (x, y) of the ego-frame map box (m): |x| <= 50, |y| <= 30 by default.
         max_polylines: keep at most this many map polylines, nearest to the ego first.
+        agents_as_ego: also make a sample of every logged vehicle with a full window (LAV; see the
+            module docstring).
+        parked_fraction: share (0 ... 1) of a scene's parked agent-as-ego candidates kept.
+        parked_motion_m: a candidate whose 5 s window stays within this distance (m) of its
+            current position is parked.
+        mirror: add a left-right mirrored copy of every sample.
+
+    Raises:
+        ValueError: ``parked_fraction`` outside [0, 1] or a negative ``parked_motion_m``.
     """
 
     keyframe_step: int | None = None
     radius: float = 50.0
     map_roi: tuple[float, float] = (50.0, 30.0)
     max_polylines: int = 100
+    agents_as_ego: bool = False
+    parked_fraction: float = 0.0
+    parked_motion_m: float = 0.5
+    mirror: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.parked_fraction <= 1.0:
+            raise ValueError(f"BuildOptions: parked_fraction = {self.parked_fraction}, expected 0 ... 1")
+        if not self.parked_motion_m >= 0.0:
+            raise ValueError(f"BuildOptions: parked_motion_m = {self.parked_motion_m} m, expected >= 0")
+
+    def features(self) -> FeatureOptions:
+        """The feature options of :func:`dsdrive.data.world_state.planning_inputs_from_world`."""
+        return FeatureOptions(self.radius, tuple(self.map_roi), self.max_polylines)
 
 
 @dataclass
@@ -101,13 +138,21 @@ class Skip:
     step: int | None = None
 
 
+AGENT_EGO_COUNTS = ("vehicle_keyframes", "no_full_window", "parked_candidates", "parked_kept", "parked_skipped", "samples")
+"""Per-scene counters of the agent-as-ego samples (:attr:`BuildReport.agent_ego`): vehicle tracks
+valid at a keyframe, of which without a valid full -2 s ... +3 s window, parked candidates, parked
+kept / skipped (``parked_fraction``), and samples made (moving + parked kept)."""
+
+
 @dataclass
 class BuildReport:
-    """Counts of a build: files read, samples per scene, every skip with its reason."""
+    """Counts of a build: files read, samples per scene (all kinds), every skip with its reason,
+    and per scene the agent-as-ego counters :data:`AGENT_EGO_COUNTS` (only with ``agents_as_ego``)."""
 
     files_seen: int = 0
     samples_per_scene: dict[str, int] = field(default_factory=dict)
     skips: list[Skip] = field(default_factory=list)
+    agent_ego: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def skip(self, kind: str, file: str | Path, reason: str, scene_id: str = "", step: int | None = None, code: str | None = None) -> None:
         """Record a skip; ``code`` (default: ``reason``) groups it in :meth:`reason_counts`."""
@@ -264,27 +309,28 @@ def _collect_tracks(data: dict, path: Path, scene_id: str, n: int, dt: float, re
     )
 
 
-def _agents_at(tr: _Tracks, t: int, stride: int, ego_xy: np.ndarray, ego_z: float, ego_yaw: float, radius: float):
-    """Agents valid at step ``t`` within ``radius``: (Agents, futures (N,12,3), masks (N,12))."""
-    n_steps = tr.valid.shape[1]
-    dist = np.linalg.norm(tr.pos[:, t, :2] - ego_xy, axis=-1)
-    sel = np.where(tr.valid[:, t] & (dist <= radius))[0]
-    sel = sel[np.argsort(dist[sel], kind="stable")]
-    xy = global_to_ego(tr.pos[sel, t, :2], ego_xy, ego_yaw)
-    boxes = np.concatenate(
-        [xy, tr.pos[sel, t, 2:3] - ego_z, tr.dims[sel, t], wrap_angle(tr.heading[sel, t] - ego_yaw)[:, None]], axis=-1
+def _agent_state_at(tr: _Tracks, t: int, exclude: int | None = None) -> AgentState:
+    """The tracks valid at step ``t`` (global frame), in track order, without row ``exclude``."""
+    sel = np.flatnonzero(tr.valid[:, t])
+    if exclude is not None:
+        sel = sel[sel != exclude]
+    return AgentState(
+        [tr.ids[i] for i in sel], [tr.types[i] for i in sel], tr.pos[sel, t, :2], tr.heading[sel, t], tr.dims[sel, t],
+        tr.vel[sel, t], z=tr.pos[sel, t, 2],
     )
-    vel = rotate_vectors(tr.vel[sel, t], ego_yaw)
+
+
+def _agent_futures(tr: _Tracks, rows: np.ndarray, t: int, stride: int, ego_xy: np.ndarray, ego_yaw: float):
+    """Futures (N, 12, 3) in the ego frame of step ``t`` and masks (N, 12) of tracks ``rows``."""
+    n_steps = tr.valid.shape[1]
     steps = t + stride * np.arange(1, AGENT_FUTURE_STEPS + 1)
     inside = steps < n_steps
     idx = np.minimum(steps, n_steps - 1)
-    fmask = tr.valid[sel][:, idx] & inside[None, :]
+    fmask = tr.valid[rows][:, idx] & inside[None, :]
     fut = np.concatenate(
-        [global_to_ego(tr.pos[sel][:, idx, :2], ego_xy, ego_yaw), wrap_angle(tr.heading[sel][:, idx] - ego_yaw)[..., None]], -1
+        [global_to_ego(tr.pos[rows][:, idx, :2], ego_xy, ego_yaw), wrap_angle(tr.heading[rows][:, idx] - ego_yaw)[..., None]], -1
     )
-    fut = np.where(fmask[..., None], fut, 0.0)
-    agents = Agents([tr.ids[i] for i in sel], [tr.types[i] for i in sel], boxes.astype(np.float32), vel.astype(np.float32))
-    return agents, fut.astype(np.float32), fmask
+    return np.where(fmask[..., None], fut, 0.0).astype(np.float32), fmask
 
 
 @dataclass
@@ -302,28 +348,39 @@ class _Ego:
         xy = global_to_ego(self.pos[steps, :2], self.pos[t, :2], self.heading[t])
         return np.concatenate([xy, wrap_angle(self.heading[steps] - self.heading[t])[:, None]], -1)
 
-    def history(self, t: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-        """(4, 3) poses at -2.0 ... -0.5 s and their (4,) mask (False before the log / invalid)."""
-        steps = t - stride * np.arange(HISTORY_STEPS, 0, -1)
-        safe = np.maximum(steps, 0)
-        mask = (steps >= 0) & self.ok[safe]
-        return np.where(mask[:, None], self.poses(safe, t), 0.0), mask
+    def track(self, t: int, dt: float) -> EgoTrack:
+        """The ego track of steps 0 ... ``t`` (now = ``t``) for :class:`WorldState`."""
+        return EgoTrack(dt, self.pos[: t + 1, :2], self.heading[: t + 1], float(self.pos[t, 2]), self.vel[: t + 1],
+                        self.ok[: t + 1], timestamps=self.ts[: t + 1])
 
-    def status(self, t: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-        """(6,) ego status over ``EGO_STATUS_FIELDS`` and its mask; backward differences over 0.5 s."""
-        yaw = self.heading[t]
-        status, mask = np.zeros(len(EGO_STATUS_FIELDS)), np.zeros(len(EGO_STATUS_FIELDS), bool)
-        v_now = rotate_vectors(self.vel[t], yaw)
-        status[0:2], mask[0:2] = np.nan_to_num(v_now), np.isfinite(v_now).all()
-        tb = t - stride
-        span = self.ts[t] - self.ts[tb] if tb >= 0 else 0.0
-        if tb >= 0 and self.ok[tb] and mask[0] and span > 0:  # repeated timestamps: leave masked
-            accel = (v_now - rotate_vectors(self.vel[tb], yaw)) / span
-            if np.isfinite(accel).all():
-                status[2:4], mask[2:4] = accel, True
-            yaw_rate = wrap_angle(self.heading[t] - self.heading[tb]) / span
-            status[4], mask[4] = (yaw_rate, True) if np.isfinite(yaw_rate) else (0.0, False)
-        return status, mask
+    def route(self, dt: float) -> Route:
+        """The logged ego path (usable steps) on the nominal log clock ``step * dt``: the command source."""
+        steps = np.flatnonzero(self.ok)
+        return Route(self.pos[steps, :2], steps * dt)
+
+
+def _with_recorded_ego(tr: _Tracks, ego: _Ego, state: dict, sdc: str) -> _Tracks:
+    """``tr`` plus the recorded ego as a last ``VEHICLE`` row: its logged box ordered so length >=
+    width (ScenarioNet's nuScenes converter swaps them), box-centre z = its z + height / 2 (its z
+    is the ground at its pose), valid where its state is usable."""
+    n = len(ego.ok)
+    raw = np.stack([np.asarray(state.get(k, np.zeros(n)), dtype=np.float64).reshape(n) for k in ("length", "width", "height")], -1)
+    dims = np.nan_to_num(np.stack([raw[:, :2].max(1), raw[:, :2].min(1), raw[:, 2]], -1))
+    pos = ego.pos.copy()
+    pos[:, 2] += dims[:, 2] / 2
+    return _Tracks(
+        [*tr.ids, str(sdc)], [*tr.types, "VEHICLE"],
+        np.concatenate([tr.pos, np.nan_to_num(pos)[None]]), np.concatenate([tr.heading, np.nan_to_num(ego.heading)[None]]),
+        np.concatenate([tr.vel, np.nan_to_num(ego.vel)[None]]), np.concatenate([tr.dims, dims[None]]),
+        np.concatenate([tr.valid, ego.ok[None]]),
+    )
+
+
+def _track_as_ego(tr: _Tracks, row: int, ts: np.ndarray) -> _Ego:
+    """Track ``row`` of ``tr`` as an :class:`_Ego`, standing at its box bottom (centre z - height / 2)."""
+    pos = tr.pos[row].copy()
+    pos[:, 2] -= tr.dims[row, :, 2] / 2
+    return _Ego(pos, tr.heading[row], tr.vel[row], tr.valid[row].copy(), ts)
 
 
 def _ego_track(data: dict, n: int, dt: float) -> _Ego:
@@ -352,6 +409,61 @@ def _keyframe_problem(ego: _Ego, valid: np.ndarray, t: int, stride: int, sdc: st
         reason = f"ego future invalid/non-finite at step {t} (field tracks[{sdc!r}].state, step {bad})"
         return reason, "ego future invalid/non-finite"
     return None
+
+
+def _parked_keep(n: int, fraction: float) -> np.ndarray:
+    """(n,) bool: ``floor(n * fraction)`` of n ordered candidates kept, evenly spaced."""
+    k = np.arange(n)
+    return np.floor((k + 1) * fraction + 1e-9) > np.floor(k * fraction + 1e-9)
+
+
+def _agent_samples(
+    everyone: _Tracks, keyframes: list[int], scene_id: str, source_map: tuple[str, str], ts: np.ndarray, dt: float,
+    stride: int, map_index: MapIndex, options: BuildOptions, report: BuildReport,
+) -> dict[int, list[PlanningSample]]:
+    """Agent-as-ego samples per keyframe (LAV; see the module docstring); ``everyone`` holds the
+    non-ego tracks and, last, the recorded ego (:func:`_with_recorded_ego`); ``source_map`` is the
+    samples' (source, map name). Counts go to ``report.agent_ego[scene_id]``."""
+    counts = dict.fromkeys(AGENT_EGO_COUNTS, 0)
+    n, features, ego_row = everyone.valid.shape[1], options.features(), len(everyone.ids) - 1
+    back, ahead = HISTORY_STEPS * stride, FUTURE_STEPS * stride
+    row_of = {tid: i for i, tid in enumerate(everyone.ids)}
+    moving: list[tuple[int, int]] = []
+    parked: list[tuple[int, int]] = []
+    for t in keyframes:
+        for a in np.flatnonzero(everyone.valid[:ego_row, t]):
+            if everyone.types[a] != "VEHICLE":
+                continue
+            counts["vehicle_keyframes"] += 1
+            if t - back < 0 or t + ahead >= n or not everyone.valid[a, t - back : t + ahead + 1].all():
+                counts["no_full_window"] += 1
+                continue
+            window = everyone.pos[a, t - back : t + ahead + 1, :2]
+            still = np.linalg.norm(window - everyone.pos[a, t, :2], axis=1).max() < options.parked_motion_m
+            (parked if still else moving).append((t, int(a)))
+    keep = _parked_keep(len(parked), options.parked_fraction)
+    counts["parked_candidates"], counts["parked_kept"] = len(parked), int(keep.sum())
+    counts["parked_skipped"] = len(parked) - counts["parked_kept"]
+    chosen = sorted(moving + [c for c, k in zip(parked, keep) if k])
+    as_ego: dict[int, tuple[_Ego, Route]] = {}
+    out: dict[int, list[PlanningSample]] = {}
+    for t, a in chosen:
+        if a not in as_ego:
+            track = _track_as_ego(everyone, a, ts)
+            as_ego[a] = (track, track.route(dt))
+        track, route = as_ego[a]
+        tid = everyone.ids[a]
+        world = WorldState(f"{scene_id}_{t}_agent-{tid}", scene_id, track.track(t, dt),
+                           _agent_state_at(everyone, t, exclude=a), route, map_index)
+        inputs = planning_inputs_from_world(world, features)
+        future = track.poses(t + stride * np.arange(1, FUTURE_STEPS + 1), t)
+        rows = np.array([row_of[i] for i in inputs.agents.ids], dtype=np.int64)
+        agent_futures, agent_masks = _agent_futures(everyone, rows, t, stride, track.pos[t, :2], track.heading[t])
+        targets = PlanningTargets(future.astype(np.float32), np.ones(FUTURE_STEPS, bool), agent_futures, agent_masks)
+        out.setdefault(t, []).append(PlanningSample(*source_map, float(ts[t]), inputs, targets, ego_source="agent", ego_track_id=tid))
+    counts["samples"] = len(chosen)
+    report.agent_ego[scene_id] = counts
+    return out
 
 
 def build_scene(
@@ -390,32 +502,34 @@ def build_scene(
     ego = _ego_track(data, n, dt)
     valid = np.asarray(data["tracks"][sdc]["state"]["valid"]).astype(bool)
     tracks = _collect_tracks(data, path, scene_id, n, dt, report)
-    map_index = MapIndex.from_features(data.get("map_features") or {}, path, scene_id, report)
-    source = "scenarionet:" + str(meta.get("dataset", "unknown"))
-    samples = []
-    for t in range(0, n, int(options.keyframe_step or stride)):
+    map_index = MapIndex.from_features(data.get("map_features") or {})
+    for s in map_index.skipped:
+        report.skip("map", path, s.reason, scene_id, code=s.code)
+    route, features = (ego.route(dt) if ego.ok.any() else None), options.features()  # no usable step: every keyframe is skipped
+    row_of = {tid: i for i, tid in enumerate(tracks.ids)}
+    source, map_name = "scenarionet:" + str(meta.get("dataset", "unknown")), str(meta.get("map", ""))
+    keyframes = list(range(0, n, int(options.keyframe_step or stride)))
+    by_step: dict[int, list[PlanningSample]] = {}
+    for t in keyframes:
         problem = _keyframe_problem(ego, valid, t, stride, sdc)
         if problem is not None:
             report.skip("keyframe", path, problem[0], scene_id, t, code=problem[1])
             continue
-        xy0, yaw0 = ego.pos[t, :2], ego.heading[t]
+        world = WorldState(f"{scene_id}_{t}", scene_id, ego.track(t, dt), _agent_state_at(tracks, t), route, map_index)
+        inputs = planning_inputs_from_world(world, features)
         future = ego.poses(t + stride * np.arange(1, FUTURE_STEPS + 1), t)
-        history, history_mask = ego.history(t, stride)
-        status, status_mask = ego.status(t, stride)
-        agents, agent_futures, agent_masks = _agents_at(tracks, t, stride, xy0, ego.pos[t, 2], yaw0, options.radius)
-        inputs = PlanningInputs(
-            sample_id=f"{scene_id}_{t}",
-            scene_id=scene_id,
-            ego_history=history.astype(np.float32),
-            ego_history_mask=history_mask,
-            ego_status=status.astype(np.float32),
-            ego_status_mask=status_mask,
-            command=command_from_future(future),
-            agents=agents,
-            map=map_index.polylines_at(xy0, yaw0, options.map_roi, options.max_polylines),
-        )
+        rows = np.array([row_of[i] for i in inputs.agents.ids], dtype=np.int64)
+        agent_futures, agent_masks = _agent_futures(tracks, rows, t, stride, ego.pos[t, :2], ego.heading[t])
         targets = PlanningTargets(future.astype(np.float32), np.ones(FUTURE_STEPS, bool), agent_futures, agent_masks)
-        samples.append(PlanningSample(source, str(meta.get("map", "")), float(ego.ts[t]), inputs, targets))
+        by_step[t] = [PlanningSample(source, map_name, float(ego.ts[t]), inputs, targets, ego_track_id=str(sdc))]
+    if options.agents_as_ego:
+        everyone = _with_recorded_ego(tracks, ego, data["tracks"][sdc]["state"], sdc)
+        made = _agent_samples(everyone, keyframes, scene_id, (source, map_name), ego.ts, dt, stride, map_index, options, report)
+        for t, agent_samples in made.items():
+            by_step.setdefault(t, []).extend(agent_samples)
+    samples = [s for t in sorted(by_step) for s in by_step[t]]
+    if options.mirror:
+        samples = [m for s in samples for m in (s, mirror_sample(s))]
     report.samples_per_scene[scene_id] = report.samples_per_scene.get(scene_id, 0) + len(samples)
     return samples
 

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     # evaluation
     "open-loop": ("dsdrive.evaluation.open_loop", "main", "open-loop L2 / collision of planners (ST-P3 and UniAD protocols)"),
     "closed-loop": ("dsdrive.evaluation.closed_loop.cli", "main", "closed-loop rollouts in MetaDrive with an HTML report"),
+    "cross-validate": ("dsdrive.evaluation.cross_validate", "main", "k-fold cross-validation by scene x seeds with bootstrap CIs (cv.json, cv.md)"),
 }
 """Stage name -> (module, function taking argv, help). Stages in pipeline order."""
 

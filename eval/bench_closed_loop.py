@@ -19,8 +19,10 @@ import time
 
 import numpy as np
 
+from dsdrive.data.paths import default_scenarios_dir
 from dsdrive.evaluation.closed_loop.rollout import RolloutConfig, make_env, rollout_scenario
 from dsdrive.evaluation.closed_loop.scenario_index import prepare_working_copy
+from dsdrive.planners.registry import load_planner, needs_checkpoint
 
 
 def _run(work, planner, config, repeats: int) -> tuple[float, int, list[float]]:
@@ -50,9 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args(argv)
-    from dsdrive.data.paths import default_scenarios_dir
-    from dsdrive.planners.registry import load_planner, needs_checkpoint
-
     src = default_scenarios_dir(args.scenarios)
     work = prepare_working_copy(src, tempfile.mkdtemp(prefix="bench_closed_loop_"), args.scenes)
     planner = load_planner(args.planner, args.checkpoint if needs_checkpoint(args.planner) else None)

@@ -20,9 +20,12 @@ import time
 
 import numpy as np
 
+from dsdrive.data.dataset import load_dataset_dir, load_samples
 from dsdrive.evaluation.metrics.planning import PROTOCOLS, complete_future_mask, evaluate_trajectories, summarize_by_command
 from dsdrive.evaluation.metrics.reference import reference_evaluate
 from dsdrive.evaluation.metrics.synthetic import random_samples
+from dsdrive.evaluation.open_loop import plan_samples, select_scenes
+from dsdrive.planners.constant_velocity import ConstantVelocityPlanner
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
@@ -71,10 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.data:
-        from dsdrive.data.dataset import load_dataset_dir, load_samples
-        from dsdrive.evaluation.open_loop import plan_samples, select_scenes
-        from dsdrive.planners.constant_velocity import ConstantVelocityPlanner
-
         scenes = select_scenes(list(load_dataset_dir(args.data)["scene_id"]), args.scenes)
         loaded = load_samples(args.data, scenes=scenes)
         samples = [s for s, k in zip(loaded, complete_future_mask(loaded)) if k]

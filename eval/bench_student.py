@@ -32,10 +32,15 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
+
+from dsdrive.data.dataset import load_samples
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
+from dsdrive.student import StudentModel, StudentProcessor
+from dsdrive.student.backbone import tiny_qwen2_config
+from dsdrive.student.tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _median_s(fn, reps: int, warmup: int = 1) -> float:
@@ -51,13 +56,6 @@ def _median_s(fn, reps: int, warmup: int = 1) -> float:
 
 def build(samples, hidden: int, layers: int, heads: int, vocab: int = 0, tok_vocab: int = 1024, seed: int = 0):
     """(student, processor) on a random Qwen2 backbone (hidden x layers) with a BPE trained on ``samples``."""
-    from transformers import AutoModelForCausalLM
-
-    from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
-    from dsdrive.student import StudentModel, StudentProcessor
-    from dsdrive.student.backbone import tiny_qwen2_config
-    from dsdrive.student.tokenizer import build_tokenizer
-
     tok = build_tokenizer(samples, vocab_size=tok_vocab)
     cfg = tiny_qwen2_config(max(vocab, len(tok)), hidden_size=hidden, layers=layers, heads=heads, kv_heads=max(1, heads // 2),
                             pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
@@ -151,12 +149,6 @@ print(json.dumps({{"peak_mib": peak, "backbone_footprint_mib": foot / 2**20, "de
 
 
 def bench_memory(data: str, hidden: int, layers: int, vocab: int, batch_size: int) -> dict:
-    from transformers import AutoModelForCausalLM
-
-    from dsdrive.data.dataset import load_samples
-    from dsdrive.student.backbone import tiny_qwen2_config
-    from dsdrive.student.tokenizer import build_tokenizer
-
     tok = build_tokenizer(load_samples(data), vocab_size=1024)
     cfg = tiny_qwen2_config(max(vocab, len(tok)), hidden_size=hidden, layers=layers, heads=max(1, hidden // 64), kv_heads=max(1, hidden // 128),
                             pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
@@ -197,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from dsdrive.data.dataset import load_samples
-
     samples = [s for s in load_samples(a.data) if s.annotation][: max(a.samples, a.batch_size)]
     only = set(a.only.split(","))
     report = {}

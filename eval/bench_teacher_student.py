@@ -22,6 +22,11 @@ from pathlib import Path
 
 import torch
 
+from dsdrive.data.dataset import load_samples
+from dsdrive.evaluation.metrics.synthetic import random_samples
+from dsdrive.planners.distilldrive_teacher import PlanningTeacherPlanner
+from dsdrive.planners.student import StudentPlanner
+
 
 def throughput(fn, batches: list, repeats: int) -> float:
     """Samples per second of ``fn`` over ``batches`` (best of ``repeats`` passes, after a warm-up)."""
@@ -49,20 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     if args.data:
-        from dsdrive.data.dataset import load_samples
-
         samples = load_samples(args.data)[: args.num_samples]
     else:
-        from dsdrive.evaluation.metrics.synthetic import random_samples
-
         samples = random_samples(args.num_samples, seed=0)
-    from dsdrive.planners.distilldrive_teacher import PlanningTeacherPlanner
-
     teacher = PlanningTeacherPlanner(args.teacher, device=args.device)
     student = None
     if args.student and (Path(args.student) / "config.json").is_file():
-        from dsdrive.planners.student import StudentPlanner
-
         student = StudentPlanner(args.student, device=args.device)
     n_t = sum(p.numel() for p in teacher.model.parameters())
     n_s = sum(p.numel() for p in student.model.parameters()) if student else 0

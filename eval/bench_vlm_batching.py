@@ -19,7 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tiny model and real-data samples of the VLM tests
+
+from helpers_vlm import DRIVELM, NUSCENES_INFO, build_tiny_qwen_vl, drivelm_keyframe_sample, nuscenes_sample_0061  # noqa: E402
+
+from dsdrive.annotation.annotators.qwen_vl import QwenVLAnnotator  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--repeats", type=int, default=2, help="timed passes per setting (best is kept)")
     args = p.parse_args(argv)
-
-    sys.path.insert(0, str(REPO / "tests"))
-    import torch
-    from helpers_vlm import DRIVELM, NUSCENES_INFO, build_tiny_qwen_vl, drivelm_keyframe_sample, nuscenes_sample_0061
-
-    from dsdrive.annotation.annotators.qwen_vl import QwenVLTeacher
-
     if not (NUSCENES_INFO.exists() and DRIVELM.exists()):
         print(f"real data absent ({NUSCENES_INFO.parent}, {DRIVELM}); nothing to benchmark", file=sys.stderr)
         return 1
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     pool = [nuscenes_sample_0061()] + [drivelm_keyframe_sample(i) for i in range(9)]
     samples = [pool[i % len(pool)] for i in range(args.samples)]
-    teacher = QwenVLTeacher(
+    teacher = QwenVLAnnotator(
         model, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, min_pixels=args.min_pixels,
         max_pixels=args.max_pixels, device=args.device,
     )

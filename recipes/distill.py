@@ -1,185 +1,27 @@
-"""Distil teachers into the compact student (DSDrive dual head + DistillDrive vocabulary + RSD RiskHead).
+"""Distil the annotators' labels into the compact student (DSDrive dual head + DistillDrive vocabulary + RSD RiskHead).
 
 Run as:
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml
+    dsdrive distill --config recipes/configs/tiny/distill.yaml                # the same command
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir outputs/ckpt/s
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 4 --save_steps 2 \
         --save_strategy steps --output_dir outputs/ckpt/s --resume_from_checkpoint outputs/ckpt/s/checkpoint-2
+    python recipes/distill.py --config recipes/configs/tiny/distill.yaml --val_scenes none   # every scene, no evaluation
     accelerate launch --config_file recipes/accelerate_configs/cpu_ddp_gloo.yaml recipes/distill.py \
         --config recipes/configs/tiny/distill.yaml --max_steps 20            # 2 CPU processes (gloo)
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/distill.py \
         --config recipes/configs/qwen2.5-0.5b/distill_qlora.yaml            # QLoRA, N GPUs
 
-``--config`` sets defaults, flags override (trl ``TrlParser``). Data: an annotated planning
-dataset (``dsdrive annotate`` output; unannotated samples still train the waypoint and
-meta-action heads). The held-out scenes are never trained on; the tokenizer (tiny backbone)
-and the planning vocabulary are fitted on the training scenes only. Output folder: the student
-checkpoint (config.json, model.safetensors with the vocabulary buffer, tokenizer files,
-processor_config.json; LoRA merged), loadable by ``dsdrive.planners.student.StudentPlanner``,
-plus ``eval_heldout.json`` (open-loop L2 / collision via ``dsdrive.evaluation.open_loop``). QLoRA runs also
-keep the adapter checkpoint in ``adapter/`` and export the student by loading the backbone again
-in full precision and merging the adapters into that copy (QLoRA, Dettmers et al. 2023: 4-bit
-base weights cannot hold an exact merge). Bad settings or data fail before training with a
-``ValueError`` naming the field / file (:mod:`dsdrive.training.distill_config`). ``--planning_kd_teacher DIR``
-adds DistillDrive planning KD (recipes/configs/tiny/distill_kd.yaml; :mod:`dsdrive.training.planning_kd`). Under ``accelerate
-launch`` every process trains; only the main process writes the export and the evaluation.
+This file is the ``accelerate launch`` entry point; the stage itself (arguments, data split,
+student, training, export, held-out evaluation) is :mod:`dsdrive.training.distill`, whose
+docstring and ``--help`` describe every option.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-from trl import TrlParser
-
-from dsdrive.data.atomic_io import write_json_atomic
-from dsdrive.data.dataset import load_dataset_dir, load_samples
-from dsdrive.training.distill_config import DistillConfig, check_annotations, resolve_backbone_path
-from dsdrive.training.distill_trainer import DistillTrainer, EncodedSamples
-from dsdrive.training.planning_kd import drop_planning_kd, setup_planning_kd
-from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
-from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
-from dsdrive.student import StudentDataCollator, StudentModel, StudentProcessor
-from dsdrive.student.backbone import load_backbone, tiny_qwen2_config
-from dsdrive.student.lora import apply_lora, merge_lora
-from dsdrive.student.tokenizer import build_tokenizer
-
-
-@dataclass
-class ScriptArguments:
-    """Data and evaluation."""
-
-    data: str = field(default="outputs/main/planning_annotated", metadata={"help": "planning dataset folder (annotated)"})
-    val_scenes: str = field(default=",".join(DEFAULT_VAL_SCENES), metadata={"help": "comma-separated held-out scene ids"})
-    train_data: str | None = field(default=None, metadata={"help": "training dataset (e.g. dense 10 Hz samples); None = --data. Its held-out scenes are dropped; evaluation stays on --data"})
-    max_train_samples: int = field(default=0, metadata={"help": "cap on training samples (0 = all)"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
-    eval_open_loop: bool = field(default=True, metadata={"help": "score the saved student open-loop on the held-out scenes"})
-
-
-def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProcessor]:
-    """The student and its processor: a local backbone (+ its tokenizer) or the embedded tiny Qwen2."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if args.backbone_path:
-        path = resolve_backbone_path(args.backbone_path)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if args.quantization and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # 4-bit weights load onto the current device
-        torch.manual_seed(args.seed)
-        backbone = load_backbone(path, quantization=args.quantization)  # fp32 master weights (bf16 = autocast)
-    else:
-        tokenizer = build_tokenizer(train, vocab_size=args.tokenizer_vocab_size)
-        cfg = tiny_qwen2_config(len(tokenizer), hidden_size=args.tiny_hidden_size, layers=args.tiny_layers, heads=args.tiny_heads,
-                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        torch.manual_seed(args.seed)
-        backbone = AutoModelForCausalLM.from_config(cfg)
-    model = StudentModel.from_backbone(backbone, vocabulary=PlanningVocabulary.fit(train, seed=args.seed),
-                                       backbone_name_or_path=args.backbone_path or "embedded-tiny-qwen2", **args.student_config_kwargs())
-    processor = StudentProcessor(tokenizer, model.config, args.max_prompt_tokens, args.max_reasoning_tokens)
-    return model, processor
-
-
-def export_qlora(model, args: DistillConfig, adapter_dir: Path) -> StudentModel:
-    """Full-precision StudentModel with the QLoRA adapters merged: the backbone is loaded again
-    unquantized from ``backbone_path``, the adapters and fully trained heads are loaded from
-    ``adapter_dir`` (peft ``modules_to_save``) and the planning vocabulary buffer is copied."""
-    from peft import PeftModel
-
-    trained = model.get_base_model()
-    backbone = load_backbone(resolve_backbone_path(args.backbone_path), quantization=None)
-    fresh = StudentModel.from_backbone(backbone, backbone_name_or_path=args.backbone_path, **args.student_config_kwargs())
-    fresh.anchors.copy_(trained.anchors.detach().cpu())
-    return merge_lora(PeftModel.from_pretrained(fresh, adapter_dir))
-
-
-def enable_gradient_checkpointing(model: StudentModel, args: DistillConfig) -> None:
-    """Activation checkpointing on the backbone only (the student's heads are small); the Trainer's
-    own switch is turned off because StudentModel itself does not implement it."""
-    if args.gradient_checkpointing or getattr(args, "activation_checkpointing", False):
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        args.gradient_checkpointing = False
-        if hasattr(args, "activation_checkpointing"):  # transformers >= 5 name of the same switch
-            args.activation_checkpointing = False
-
-
-def load_training_data(script: ScriptArguments, args: DistillConfig):
-    """(train, heldout, train scene ids, held-out scene ids); raises ValueError before training on
-    an empty training split or missing annotations (:func:`dsdrive.training.distill_config.check_annotations`)."""
-    columns = load_dataset_dir(script.data).column_names
-    samples = load_samples(script.data)
-    train_ids, val_ids = split_scenes([s.scene_id for s in samples], tuple(v for v in script.val_scenes.split(",") if v))
-    train = [s for s in samples if s.scene_id in set(train_ids)]
-    heldout = [s for s in samples if s.scene_id in set(val_ids)]
-    if script.train_data:  # train elsewhere (denser sampling), never on a held-out scene
-        columns = load_dataset_dir(script.train_data).column_names
-        dense = load_samples(script.train_data)
-        train = [s for s in dense if s.scene_id not in set(val_ids)]
-        train_ids = sorted({s.scene_id for s in train})
-        if not train:
-            raise ValueError(f"{script.train_data}: no training sample outside the held-out scenes {sorted(val_ids)}")
-    if script.max_train_samples:
-        train = train[: script.max_train_samples]
-    if not train:
-        raise ValueError(f"{script.data}: no training sample left ({len(samples)} samples, val_scenes={script.val_scenes!r})")
-    check_annotations(columns, [s.annotation for s in train], script.train_data or script.data, args)
-    return train, heldout, train_ids, val_ids
-
-
-def main(argv: list[str] | None = None) -> int:
-    script, args = TrlParser((ScriptArguments, DistillConfig)).parse_args_and_config(argv)
-    if script.num_threads > 0:
-        torch.set_num_threads(script.num_threads)
-    train, heldout, train_ids, val_ids = load_training_data(script, args)
-    n_ann = sum(s.annotation is not None for s in train)
-    print(f"{len(train)} training samples ({n_ann} annotated) from {train_ids}; {len(heldout)} held-out from {val_ids}")
-
-    model, processor = build_student(args, train)
-    n_all = sum(p.numel() for p in model.parameters())
-    enable_gradient_checkpointing(model, args)
-    if args.use_lora:
-        model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout,
-                           [t for t in args.lora_target_modules.split(",") if t], args.quantization)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"student: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.2f} M trainable, LoRA {'on' if args.use_lora else 'off'}")
-
-    train_set, collator = EncodedSamples(train, processor), StudentDataCollator(processor)
-    if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.training.planning_kd)
-        collator = setup_planning_kd(model, args, train, train_set.items, collator)
-    trainer = DistillTrainer(model=model, args=args, train_dataset=train_set,
-                             eval_dataset=EncodedSamples(heldout, processor) if heldout else None, data_collator=collator)
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    metrics = trainer.evaluate() if heldout else {}
-
-    if not trainer.is_world_process_zero():
-        return 0
-    out = Path(args.output_dir)
-    if args.quantization is not None:  # 4/8-bit base weights cannot hold an exact merge
-        model.save_pretrained(out / "adapter")
-        print(f"QLoRA: adapter checkpoint in {out / 'adapter'}; merging it into a full-precision copy of {args.backbone_path}")
-        final = export_qlora(model, args, out / "adapter")
-    else:
-        final = merge_lora(model) if args.use_lora else model
-    drop_planning_kd(final, out).float().save_pretrained(out)  # the KD adapter is training-only: saved beside, not exported
-    processor.save_pretrained(out)
-    report = {"val_scenes": val_ids, "eval_losses": metrics, "log_history": trainer.state.log_history}
-    if script.eval_open_loop and heldout:
-        from dsdrive.evaluation.open_loop import evaluate_planner
-        from dsdrive.planners.student import StudentPlanner
-
-        report["open_loop"] = evaluate_planner(StudentPlanner(out), heldout, progress=False)
-        m = report["open_loop"]["metrics"]["ALL"]["stp3"]
-        print(f"held-out ({report['open_loop']['num_evaluated']} samples, ST-P3): L2 1s/2s/3s/avg "
-              f"{m['L2']['1s']:.3f}/{m['L2']['2s']:.3f}/{m['L2']['3s']:.3f}/{m['L2']['avg']:.3f} m, collision avg {m['collision']['avg']:.2f} %")
-    write_json_atomic(out / "eval_heldout.json", report)
-    print(f"saved {out}")
-    return 0
-
+from dsdrive.training.distill import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="recipes/distill.py"))

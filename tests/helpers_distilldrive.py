@@ -1,6 +1,9 @@
-"""Shared fixtures of the DistillDrive tests: synthetic samples with maps, tiny teacher configs."""
+"""Shared fixtures of the DistillDrive tests: synthetic samples with maps, tiny teacher configs, and
+a short ``transformers.Trainer`` run of the planning teacher (:func:`train_teacher`)."""
 
 from __future__ import annotations
+
+import tempfile
 
 import numpy as np
 
@@ -45,3 +48,22 @@ def tiny_teacher(samples: list[PlanningSample], **overrides) -> PlanningTeacher:
     model = PlanningTeacher(tiny_config(**overrides))
     model.set_vocabularies(PlanningVocabulary.fit(samples).anchors, MotionVocabulary.fit(samples).anchors)
     return model
+
+
+def train_teacher(model: PlanningTeacher, samples: list[PlanningSample], steps: int, batch_size: int = 4, lr: float = 1e-2,
+                  weight_decay: float = 1e-3, **args) -> list[dict]:
+    """Train ``model`` in place for ``steps`` steps with :class:`PlanningTeacherTrainer` (CPU, seed 0,
+    nothing saved); returns the Trainer's per-step log entries (``loss`` and every loss term)."""
+    from transformers import PrinterCallback
+
+    from dsdrive.training.planning_teacher_config import PlanningTeacherTrainingConfig
+    from dsdrive.training.planning_teacher_trainer import PlanningTeacherTrainer
+
+    with tempfile.TemporaryDirectory(prefix="teacher_trainer_") as tmp:
+        cfg = PlanningTeacherTrainingConfig(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+                                            weight_decay=weight_decay, use_cpu=True, disable_tqdm=True, dataloader_pin_memory=False, **args)
+        trainer = PlanningTeacherTrainer(model=model, args=cfg, train_dataset=samples)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    model.eval()
+    return [h for h in trainer.state.log_history if "loss" in h]

@@ -12,7 +12,9 @@ Motion is analytic so tests can check exact values:
   ``EGO_START`` with heading ``EGO_YAW0`` (see :func:`ego_state`);
 * agents move on straight lines at constant global velocity (:data:`AGENTS`);
 * keyframes every 0.5 s; each camera fires ``CAM_DELAY_S[k]`` before the LiDAR, with its own
-  ego pose (as in nuScenes), so motion compensation of ``cam2ego`` is exercised.
+  ego pose (as in nuScenes), so motion compensation of ``cam2ego`` is exercised;
+* optionally (``ego_tilt``) every ego pose is pitched and rolled, as real nuScenes ego poses are
+  (about 0.6 deg and -1.2 deg on scene-0061), to exercise the planar ego frame.
 """
 
 from __future__ import annotations
@@ -79,8 +81,16 @@ def _link(records: list[dict]) -> None:
         a["next"], b["prev"] = b["token"], a["token"]
 
 
-def make_nuscenes(root: str | Path, with_can_bus: bool = True, with_map_expansion: bool = False) -> Path:
-    """Write the synthetic dataset under ``root`` and return ``root`` (the nuScenes dataroot)."""
+def _ego_q(yaw: float, tilt: tuple[float, float]) -> list[float]:
+    """Ego rotation: yaw, then pitch ``tilt[0]`` about y and roll ``tilt[1]`` about x (rad)."""
+    q = Quaternion(axis=[0, 0, 1], angle=yaw) * Quaternion(axis=[0, 1, 0], angle=tilt[0]) * Quaternion(axis=[1, 0, 0], angle=tilt[1])
+    return list(q.elements)
+
+
+def make_nuscenes(root: str | Path, with_can_bus: bool = True, with_map_expansion: bool = False,
+                  ego_tilt: tuple[float, float] = (0.0, 0.0)) -> Path:
+    """Write the synthetic dataset under ``root`` and return ``root`` (the nuScenes dataroot);
+    ``ego_tilt`` = (pitch, roll) in rad of every ego pose."""
     root = Path(root)
     tables: dict[str, list] = {k: [] for k in ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")}
     tables["visibility"] = [{"token": str(i), "level": lvl, "description": lvl} for i, lvl in enumerate(["v0-40", "v40-60", "v60-80", "v80-100"], 1)]
@@ -118,7 +128,7 @@ def make_nuscenes(root: str | Path, with_can_bus: bool = True, with_map_expansio
                 ts = smp["timestamp"] - int(round(CAM_DELAY_S.get(ch, 0.0) * 1e6))
                 xy, yaw = ego_state(t)
                 ep = f"ep-{si}-{k}-{ch}"
-                tables["ego_pose"].append({"token": ep, "timestamp": ts, "rotation": _q(yaw), "translation": [xy[0], xy[1], 0.0]})
+                tables["ego_pose"].append({"token": ep, "timestamp": ts, "rotation": _ego_q(yaw, ego_tilt), "translation": [xy[0], xy[1], 0.0]})
                 ext = "pcd.bin" if ch == "LIDAR_TOP" else "jpg"
                 fname = f"samples/{ch}/synthetic__{ch}__{ts}.{ext}"
                 (root / "samples" / ch).mkdir(parents=True, exist_ok=True)

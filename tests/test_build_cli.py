@@ -30,6 +30,8 @@ def test_cli_builds_real_scenes(tmp_path, capsys):
     assert sum(report["commands"].values()) == len(samples)
     assert report["commands"]["LEFT"] == sum(s.inputs.command == "LEFT" for s in samples)
     assert report["skip_counts"] == {"keyframe": 48}
+    assert report["commands_per_subset"] == {"recorded_ego": report["commands"]} and report["agent_ego"] == {}
+    assert sum(r["samples"] for r in report["sample_counts"]) == len(samples)
     text = capsys.readouterr().out
     assert "scene-0655" in text and "future beyond log end" in text and str(out) in text.replace("\n", "")
 
@@ -46,6 +48,23 @@ def test_console_script_subset(tmp_path):
     report = json.loads((out / "build_report.json").read_text())
     # keyframes every 1.0 s: 191 steps -> 0..160 (17), 201 steps -> 0..170 (18)
     assert report["samples_per_scene"] == {"scene-0061": 17, "scene-0553": 18} and report["files_seen"] == 2
+
+
+@needs_real_data
+def test_cli_agents_as_ego_and_mirror_on_real_scenes(tmp_path, capsys):
+    """Two real scenes (0061 Singapore, 0553 Boston): every vehicle as ego + mirrored copies; the
+    counts are this data's (measured), the parked vehicles are counted and skipped by default."""
+    out = tmp_path / "aug"
+    rc = build.main(["--input", str(REAL_DIR), "--out", str(out), "--num-scenarios", "2", "--agents-as-ego", "--mirror", "--no-progress"])
+    assert rc == 0
+    report = json.loads((out / "build_report.json").read_text())
+    assert {k: v["samples"] for k, v in report["agent_ego"].items()} == {"scene-0061": 69, "scene-0553": 210}
+    assert {k: v["parked_skipped"] for k, v in report["agent_ego"].items()} == {"scene-0061": 328, "scene-0553": 344}
+    assert report["samples"] == 2 * (33 + 35 + 69 + 210) == len(load_samples(out))
+    subsets = report["commands_per_subset"]
+    assert sum(subsets["recorded_ego"].values()) == 68 and subsets["agent"]["RIGHT"] > 0
+    assert subsets["agent mirrored"]["LEFT"] == subsets["agent"]["RIGHT"] and report["commands"]["RIGHT"] == report["commands"]["LEFT"]
+    assert "parked 672 (kept 0, skipped 672)" in capsys.readouterr().out
 
 
 def test_missing_input_is_a_clear_error(tmp_path, capsys):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from dsdrive.evaluation.closed_loop import metadrive_assets
-from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, agents_in_ego_frame, build_planning_inputs, command_from_route
+from dsdrive.data.world_state import Route
+from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, MapCache, ScenarioLog, build_planning_inputs
 from dsdrive.evaluation.closed_loop.metrics import PDMS_WEIGHTS, aggregate, comfort_signals, scenario_metrics
 from dsdrive.evaluation.closed_loop.controller import WaypointController
 from dsdrive.evaluation.closed_loop.explain import describe_plan
@@ -80,11 +81,11 @@ def _ego(x, y, yaw, v=5.0):
     return EgoState(np.array([x, y], float), yaw, np.array([v * np.cos(yaw), v * np.sin(yaw)]))
 
 
-class _NoMap:
-    def in_ego_frame(self, xy, yaw):
-        from dsdrive.data.types import MapPolylines
+NO_MAP = MapCache.from_scenario({"map_features": {}})
 
-        return MapPolylines.empty()
+
+def _log(route_xy, route_t, track_z=None, route_z=None):
+    return ScenarioLog(Route(route_xy, route_t), np.zeros(len(route_t)) if route_z is None else np.asarray(route_z, float), track_z or {})
 
 
 def test_adapter_ego_frame_history_agents_command():
@@ -92,26 +93,35 @@ def test_adapter_ego_frame_history_agents_command():
     trace = [_ego(0.0, 0.5 * k, yaw) for k in range(25)]  # 10 Hz, 5 m/s
     agents = AgentState(["car", "far"], ["VEHICLE", "PEDESTRIAN"], np.array([[0.0, 22.0], [0.0, 200.0]]),
                         np.array([np.pi / 2, 0.0]), np.array([[4.0, 2.0, 1.5], [0.5, 0.5, 1.7]]), np.array([[0.0, 3.0], [0.0, 0.0]]))
-    route = np.array([[0.0, 0.0], [0.0, 20.0], [-20.0, 40.0]])  # turns left (west) after 20 m
-    x = build_planning_inputs("s_0", "s", trace, agents, _NoMap(), route, command_lookahead=30.0)
+    # the logged route: north at 5 m/s for 4.1 s, then west (a left turn); 3 s after now (2.4 s) the log is 6.5 m west
+    steps = np.arange(100)
+    route_xy = np.stack([-np.maximum(steps - 41, 0) * 0.5, np.minimum(steps, 41) * 0.5], 1)
+    log = _log(route_xy, steps * 0.1, track_z={"car": np.full(100, 1.25)}, route_z=np.full(100, 0.5))
+    x = build_planning_inputs("s_0", "s", trace, agents, NO_MAP, log)
     assert x.ego_history_mask.all()
     np.testing.assert_allclose(x.ego_history[:, 0], [-10.0, -7.5, -5.0, -2.5], atol=1e-5)  # behind = -x
     np.testing.assert_allclose(x.ego_history[:, 1:], 0.0, atol=1e-5)
     np.testing.assert_allclose(x.ego_status[:2], [5.0, 0.0], atol=1e-5)
     assert not x.ego_status_mask[5]  # steering unknown, as in the ScenarioNet builder
     assert x.agents.ids == ["car"]  # the far pedestrian is outside the 50 m ROI
-    np.testing.assert_allclose(x.agents.boxes[0, [0, 1, 6]], [10.0, 0.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(x.agents.boxes[0, [0, 1, 2, 6]], [10.0, 0.0, 0.75, 0.0], atol=1e-5)  # z: logged 1.25 - ego 0.5
     np.testing.assert_allclose(x.agents.velocities[0], [3.0, 0.0], atol=1e-5)
     assert x.command == "LEFT"
-    assert command_from_route(route, _ego(0.0, 0.0, yaw), 5.0) == "STRAIGHT"
-    short = build_planning_inputs("s_0", "s", trace[:3], agents, _NoMap(), route, 5.0)
+    assert build_planning_inputs("s_0", "s", trace[:6], agents, NO_MAP, log).command == "STRAIGHT"  # t = 0.5 s: the turn is 3.6 s ahead
+    short = build_planning_inputs("s_0", "s", trace[:3], agents, NO_MAP, log)
     assert not short.ego_history_mask.any() and not short.ego_status_mask[2]
 
 
-def test_agents_nearest_first():
-    ego = _ego(0.0, 0.0, 0.0)
-    ag = AgentState(["b", "a"], ["VEHICLE", "VEHICLE"], np.array([[30.0, 0.0], [10.0, 0.0]]), np.zeros(2), np.ones((2, 3)), np.zeros((2, 2)))
-    assert agents_in_ego_frame(ag, ego).ids == ["a", "b"]
+def test_adapter_heights_from_the_log():
+    """Box z: the track's logged z at this step (nearest valid step), else resting on the ego's ground."""
+    z = np.full(10, np.nan)
+    z[7:] = 2.0
+    log = _log([[0.0, 0.0], [1.0, 0.0]], [0.0, 0.1], track_z={"a": z})
+    ag = AgentState(["a", "ghost"], ["VEHICLE", "VEHICLE"], np.array([[10.0, 0.0], [20.0, 0.0]]), np.zeros(2),
+                    np.array([[4.0, 2.0, 1.6], [4.0, 2.0, 1.0]]), np.zeros((2, 2)))
+    np.testing.assert_allclose(log.agent_z(ag, 3, ego_z=0.25), [2.0, 0.75])
+    x = build_planning_inputs("s", "s", [_ego(0.0, 0.0, 0.0)], ag, NO_MAP, log)
+    np.testing.assert_allclose(x.agents.boxes[:, 2], [2.0, 0.5])
 
 
 # ------------------------------------------------------------------ controller

@@ -1,9 +1,9 @@
-"""recipes/distill.py end to end: subprocess run, checkpoint resume, the QLoRA recipe on a tiny Qwen2
-stand-in, config / data errors raised before training, and the 2-process (gloo) accelerate launch."""
+"""The distill stage end to end: ``python recipes/distill.py`` in a subprocess, checkpoint resume through
+``dsdrive distill`` (:func:`dsdrive.training.distill.main`), the QLoRA recipe on a tiny Qwen2 stand-in,
+config / data errors raised before training, and the 2-process (gloo) accelerate launch of the recipe."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -15,7 +15,9 @@ import pytest
 import torch
 from helpers_student import make_samples, one_thread  # noqa: F401
 
+from dsdrive.cli import main as dsdrive_main
 from dsdrive.data.dataset import load_dataset_dir, save_samples
+from dsdrive.training import distill
 from dsdrive.training.distill_config import DistillConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,15 +50,6 @@ def tiny_yaml(tmp_path_factory):
     return p
 
 
-def _recipe(monkeypatch):
-    """recipes/distill.py imported as a module (in-process runs share the warm imports)."""
-    spec = importlib.util.spec_from_file_location("distill_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses resolve annotations through it
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def subprocess_run(data_dir, tiny_yaml, tmp_path_factory):
     """`python recipes/distill.py --max_steps 2` in a subprocess, saving a checkpoint every step."""
@@ -80,13 +73,13 @@ def test_subprocess_run_saves_a_checkpoint_the_planner_loads(subprocess_run, dat
     assert traj.shape == (3, 6, 3) and torch.isfinite(torch.from_numpy(traj)).all()
 
 
-def test_resume_from_checkpoint_continues_the_trainer_state(subprocess_run, data_dir, tiny_yaml, monkeypatch):
+def test_resume_from_checkpoint_continues_the_trainer_state(subprocess_run, data_dir, tiny_yaml):
     out, _ = subprocess_run
     state2 = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state2["global_step"] == 2
-    rc = _recipe(monkeypatch).main(["--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(out), "--max_steps", "4",
-                                    "--save_strategy", "steps", "--save_steps", "1", "--resume_from_checkpoint", str(out / "checkpoint-2"),
-                                    "--eval_open_loop", "false"])
+    rc = dsdrive_main(["distill", "--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(out), "--max_steps", "4",
+                       "--save_strategy", "steps", "--save_steps", "1", "--resume_from_checkpoint", str(out / "checkpoint-2"),
+                       "--eval_open_loop", "false"])
     assert rc == 0
     state4 = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     steps = [h["step"] for h in state4["log_history"] if "loss" in h]
@@ -115,7 +108,7 @@ def _tiny_qwen2_standin(out: Path, samples) -> Path:
     return out
 
 
-def test_qlora_recipe_yaml_on_a_tiny_qwen2_standin(data_dir, tmp_path, monkeypatch):
+def test_qlora_recipe_yaml_on_a_tiny_qwen2_standin(data_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
     from safetensors.torch import load_file
 
@@ -123,7 +116,7 @@ def test_qlora_recipe_yaml_on_a_tiny_qwen2_standin(data_dir, tmp_path, monkeypat
 
     bb = _tiny_qwen2_standin(tmp_path / "qwen2-standin", make_samples(12))
     out = tmp_path / "qlora"
-    rc = _recipe(monkeypatch).main(["--config", str(QLORA_YAML), "--backbone_path", str(bb), "--max_steps", "2", "--data", str(data_dir),
+    rc = distill.main(["--config", str(QLORA_YAML), "--backbone_path", str(bb), "--max_steps", "2", "--data", str(data_dir),
                                     "--output_dir", str(out), "--val_scenes", "scene-2", "--per_device_train_batch_size", "4",
                                     "--gradient_accumulation_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
                                     "--dataloader_num_workers", "0", "--learning_rate", "0.01", "--bf16", "false", "--num_threads", "1",
@@ -166,15 +159,15 @@ def test_backbone_folder_without_config_json(tmp_path):
         DistillConfig(output_dir=str(tmp_path), report_to="none", backbone_path=str(tmp_path / "empty"))
 
 
-def test_bad_config_fails_through_the_cli_before_training(tiny_yaml, data_dir, tmp_path, monkeypatch):
+def test_bad_config_fails_through_the_cli_before_training(tiny_yaml, data_dir, tmp_path):
     with pytest.raises(ValueError, match="risk_l1_weight=-2.0"):
-        _recipe(monkeypatch).main(["--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(tmp_path / "o"),
+        distill.main(["--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(tmp_path / "o"),
                                    "--risk_l1_weight", "-2"])
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("case", ["no_column", "no_annotations"])
-def test_dataset_without_annotations_fails_naming_column_and_file(case, data_dir, tiny_yaml, tmp_path, monkeypatch):
+def test_dataset_without_annotations_fails_naming_column_and_file(case, data_dir, tiny_yaml, tmp_path):
     ds = load_dataset_dir(data_dir)
     ds = ds.remove_columns("annotation") if case == "no_column" else ds.map(lambda r: {"annotation": None})
     bad = tmp_path / "bad"
@@ -182,10 +175,10 @@ def test_dataset_without_annotations_fails_naming_column_and_file(case, data_dir
     base = ["--config", str(tiny_yaml), "--data", str(bad), "--output_dir", str(tmp_path / "o"), "--max_steps", "1", "--eval_open_loop", "false"]
     want = "no 'annotation' column" if case == "no_column" else "column 'annotation' is empty"
     with pytest.raises(ValueError, match=f"{bad}.*{want}.*reasoning_ce_weight"):
-        _recipe(monkeypatch).main(base)
+        distill.main(base)
     assert not (tmp_path / "o").exists()
     # with both annotation-driven terms off the same data trains (waypoint + mode + meta-action)
-    assert _recipe(monkeypatch).main(base + ["--reasoning_ce_weight", "0", "--risk_l1_weight", "0"]) == 0
+    assert distill.main(base + ["--reasoning_ce_weight", "0", "--risk_l1_weight", "0"]) == 0
 
 
 @pytest.mark.slow

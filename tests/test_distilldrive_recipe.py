@@ -1,5 +1,6 @@
-"""The planning-teacher recipe (TrlParser, YAML + flag overrides), open-loop evaluation of the
-privileged teacher planner, and the teacher's batch builder on a real nuScenes-mini scene."""
+"""The planning-teacher stage (``dsdrive planning-teacher`` / recipes/planning_teacher.py: TrlParser, YAML +
+flag overrides, transformers.Trainer with resume), open-loop evaluation of the privileged teacher
+planner, and the teacher's batch builder on a real nuScenes-mini scene."""
 
 from __future__ import annotations
 
@@ -38,12 +39,15 @@ def trained(tmp_path_factory):
     samples = synthetic_samples(16)
     save_samples(samples, tmp / "data")
     out = tmp / "ckpt"
-    argv = ["--config", str(ROOT / "recipes/configs/planning_teacher/train_distribution.yaml"),
-            "--data", str(tmp / "data"), "--output_dir", str(out), "--val_scenes", "synthetic-3",
-            "--max_steps", "2", "--batch_size", "4", "--hidden_dim", "16", "--num_heads", "2", "--ffn_dim", "32",
-            "--pos_feats", "4", "--num_layers", "1"]
-    assert _recipe().main(argv) == 0
+    assert _recipe().main(_argv(tmp / "data", out)) == 0
     return out, samples
+
+
+def _argv(data, out, *extra) -> list[str]:
+    return ["--config", str(ROOT / "recipes/configs/planning_teacher/train_distribution.yaml"),
+            "--data", str(data), "--output_dir", str(out), "--val_scenes", "synthetic-3", "--use_cpu", "true", "--disable_tqdm", "true",
+            "--max_steps", "2", "--per_device_train_batch_size", "4", "--hidden_dim", "16", "--num_heads", "2", "--ffn_dim", "32",
+            "--pos_feats", "4", "--num_layers", "1", *extra]
 
 
 def test_recipe_writes_checkpoint_vocabularies_and_heldout_eval(trained):
@@ -54,9 +58,45 @@ def test_recipe_writes_checkpoint_vocabularies_and_heldout_eval(trained):
     assert model.config.hidden_dim == 16 and model.config.cls_variant == "distribution" and model.dqn is not None  # flags override YAML
     np.testing.assert_allclose(model.plan_anchors.numpy(), PlanningVocabulary.load(out).anchors)
     log = json.loads((out / "train_log.json").read_text())
-    assert len(log["history"]) == 2 and all(np.isfinite(h["loss"]) for h in log["history"])
+    assert [h["step"] for h in log["history"]] == [1, 2] and all(np.isfinite(h["loss"]) for h in log["history"])
+    assert all(h["plan_reg"] > 0 and "dqn" in h for h in log["history"])  # every loss term is logged
+    assert log["args"]["weight_decay"] == 1e-3 and log["args"]["max_grad_norm"] == 25.0 and log["args"]["learning_rate"] == 1e-3  # YAML
     report = json.loads((out / "eval_heldout.json").read_text())
     assert report["val_scenes"] == ["synthetic-3"] and report["rescored"]["num_evaluated"] == 4
+    assert report["eval_metrics"]["eval_l2_avg"] == pytest.approx(report["rescored"]["metrics"]["ALL"]["stp3"]["L2"]["avg"], abs=1e-4)
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(trained, tmp_path):
+    _, samples = trained
+    data = tmp_path / "data"
+    save_samples(samples, data)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    four = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"]
+    assert _recipe().main(_argv(data, full, *four)) == 0
+    ckpt = full / "checkpoint-2"
+    assert (ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file() and (ckpt / "trainer_state.json").is_file()
+    assert _recipe().main(_argv(data, resumed, *four, "--resume_from_checkpoint", str(ckpt))) == 0
+    assert not (resumed / "checkpoint-2").exists() and (resumed / "checkpoint-4").is_dir()  # steps 1-2 came from the checkpoint
+    log = json.loads((resumed / "train_log.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 2, 3, 4]  # the restored trainer state carries the first two
+    a = PlanningTeacher.from_pretrained(str(full)).state_dict()
+    b = PlanningTeacher.from_pretrained(str(resumed)).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    at_two = PlanningTeacher.from_pretrained(str(ckpt)).state_dict()
+    assert any(not torch.equal(a[k], at_two[k]) for k in a)  # steps 3-4 did train
+
+
+def test_stage_cli_help_and_config_errors(capsys):
+    from dsdrive.cli import main as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli(["planning-teacher", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "dsdrive planning-teacher" in out and "--cls_variant" in out and "--resume_from_checkpoint" in out
+    with pytest.raises(ValueError, match="cls_variant='soft'"):
+        _recipe().main(["--config", str(ROOT / "recipes/configs/planning_teacher/train_label.yaml"), "--cls_variant", "soft"])
 
 
 def test_open_loop_runs_the_privileged_teacher_on_whole_samples(trained):
@@ -83,3 +123,22 @@ def test_batch_builder_on_a_real_scene():
     assert batch.status_mask[:, 6].all()  # vx is measured in nuScenes-mini
     # every real agent's t = 0 token is valid and moving agents' velocities match their first GT offset
     assert (batch.agent_steps[..., 0, 8][real] == 1).all()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_accelerate_launch_with_dqn(trained, tmp_path):
+    """DDP over gloo with the DQN loss on (its Q-network runs twice outside forward: static graph)."""
+    import os
+    import subprocess
+
+    _, samples = trained
+    save_samples(samples, tmp_path / "data")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu_ddp_gloo.yaml"),
+           "--main_process_port", "29541", str(ROOT / "recipes/planning_teacher.py"), *_argv(tmp_path / "data", out, "--num_threads", "1")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = json.loads((out / "train_log.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 2] and all("dqn" in h for h in log["history"])
+    assert json.loads((out / "eval_heldout.json").read_text())["rescored"]["num_evaluated"] == 4

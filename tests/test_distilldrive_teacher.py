@@ -1,4 +1,5 @@
-"""DistillDrive planning teacher: training signal, privileged inputs, save/load, loss variants, DQN switch."""
+"""DistillDrive planning teacher: training signal (through PlanningTeacherTrainer), privileged inputs,
+save/load, loss variants, DQN switch, the training config's validation."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_distilldrive import synthetic_samples, tiny_teacher
+from helpers_distilldrive import synthetic_samples, tiny_teacher, train_teacher
 
 from dsdrive.distilldrive import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch, status10
-from dsdrive.distilldrive.trainer import fit_teacher, predict_teacher
+from dsdrive.distilldrive.trainer import evaluate_teacher, predict_teacher
 from dsdrive.planners.distilldrive_teacher import PlanningTeacherPlanner
 from dsdrive.data.types import COMMANDS, Camera
 
@@ -36,7 +37,7 @@ def test_every_trainable_parameter_changes_after_two_steps():
     model = tiny_teacher(samples, use_cvae=True, dqn_weight=1.0, cls_variant="distribution")
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("dqn.") for n in before) and any(n.startswith("cvae.") for n in before)
-    fit_teacher(model, samples, steps=2, batch_size=8, lr=1e-2, weight_decay=0.0, progress=False)
+    train_teacher(model, samples, steps=2, batch_size=8, lr=1e-2, weight_decay=0.0)  # wd 0: only gradients can move a parameter
     unchanged = [n for n, p in model.named_parameters() if torch.equal(before[n], p.detach())]
     assert not unchanged, f"parameters unchanged after two steps: {unchanged}"
 
@@ -93,7 +94,8 @@ def test_loss_variants_decrease_on_tiny_overfit(variant):
     torch.manual_seed(0)
     samples = synthetic_samples(4, seed=3)
     model = tiny_teacher(samples, cls_variant=variant)
-    history = fit_teacher(model, samples, steps=20, batch_size=4, lr=1e-2, progress=False)
+    history = train_teacher(model, samples, steps=20, batch_size=4, lr=1e-2)
+    assert [h["step"] for h in history] == list(range(1, 21))
     first, last = history[0], history[-1]
     assert last["plan_cls"] < first["plan_cls"]
     assert last["plan_cls"] + last["plan_reg"] < 0.5 * (first["plan_cls"] + first["plan_reg"]), (first, last)
@@ -144,3 +146,36 @@ def test_select_uses_the_commands_modes():
         expected = out["plan_waypoints"][i, cmd * 6 + int(sel["mode"][i])]
         torch.testing.assert_close(sel["waypoints"][i, :, :2], expected)
         assert int(sel["mode"][i]) == int(out["plan_logits"][i, cmd * 6:(cmd + 1) * 6].argmax())
+
+
+def test_trainer_evaluation_is_the_open_loop_metric_and_decays_every_parameter(tmp_path):
+    from dsdrive.training.planning_teacher_config import PlanningTeacherTrainingConfig
+    from dsdrive.training.planning_teacher_trainer import PlanningTeacherTrainer
+
+    samples = synthetic_samples(8)
+    model = tiny_teacher(samples, dqn_weight=1.0)
+    args = PlanningTeacherTrainingConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                                         disable_tqdm=True, per_device_eval_batch_size=3)
+    trainer = PlanningTeacherTrainer(model=model, args=args, train_dataset=samples[:4], eval_dataset=samples[4:])
+    metrics = trainer.evaluate()
+    expected = evaluate_teacher(model, samples[4:])["metrics"]["ALL"]
+    assert metrics["eval_num_open_loop"] == 4
+    assert metrics["eval_l2_avg"] == pytest.approx(expected["stp3"]["L2"]["avg"], abs=1e-4)
+    assert metrics["eval_l2_3s"] == pytest.approx(expected["stp3"]["L2"]["3s"], abs=1e-4)
+    assert metrics["eval_collision_avg"] == pytest.approx(expected["stp3"]["collision"]["avg"], abs=1e-4)
+    assert np.isfinite(metrics["eval_loss"]) and metrics["eval_plan_reg"] > 0 and "eval_dqn" in metrics
+    decay = set(trainer.get_decay_parameter_names(model))
+    assert decay == {n for n, _ in model.named_parameters()} and any(n.endswith("bias") for n in decay)  # DistillDrive decays all
+
+
+@pytest.mark.parametrize("field, value, match", [("num_heads", 3, "hidden_dim"), ("cls_variant", "soft", "cls_variant"),
+                                                  ("map_classes", "lane_divider,curb", "map_classes"), ("dqn_weight", -1.0, "dqn_weight"),
+                                                  ("dropout", 1.0, "dropout"), ("max_steps", 0, "max_steps")])
+def test_training_config_rejects_bad_fields(tmp_path, field, value, match):
+    from dsdrive.training.planning_teacher_config import PlanningTeacherTrainingConfig
+
+    with pytest.raises(ValueError, match=f"{match}="):
+        PlanningTeacherTrainingConfig(output_dir=str(tmp_path), **{field: value})
+    cfg = PlanningTeacherTrainingConfig(output_dir=str(tmp_path))
+    assert (cfg.max_steps, cfg.learning_rate, cfg.weight_decay, cfg.max_grad_norm, str(cfg.lr_scheduler_type)) == \
+        (300, 6e-4, 1e-3, 25.0, "SchedulerType.COSINE")

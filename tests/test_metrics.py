@@ -9,18 +9,15 @@ import pytest
 from helpers_open_loop import make_sample, straight_line
 from shapely.geometry import Polygon
 
-from dsdrive.geometry import box_corners
+from dsdrive.constants import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M
+from dsdrive.geometry import box_corners, trajectory_yaw
 from dsdrive.evaluation.metrics.planning import (
-    EGO_CENTER_OFFSET_M,
-    EGO_LENGTH_M,
-    EGO_WIDTH_M,
     FutureAgentBoxes,
     PerSampleMetrics,
     boxes_overlap,
     evaluate_trajectories,
     summarize,
     summarize_by_command,
-    trajectory_yaw,
 )
 from dsdrive.evaluation.metrics.reference import reference_evaluate, reference_yaw
 from dsdrive.evaluation.metrics.synthetic import random_samples

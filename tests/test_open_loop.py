@@ -1,16 +1,20 @@
-"""Open-loop evaluation: scene selection, planner runs, per-command tables, and the CLI."""
+"""Open-loop evaluation: scene selection (no substitute splits), planner runs, per-command tables, and the
+command line (``dsdrive open-loop`` = ``python eval/open_loop.py``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers_open_loop import make_sample, straight_line
 
+from dsdrive.cli import main as dsdrive_main
 from dsdrive.data.dataset import save_samples
+from dsdrive.data.splits import parse_scene_list, split_scenes
 from dsdrive.evaluation.metrics.synthetic import random_samples
 from dsdrive.evaluation.open_loop import evaluate_planner, plan_samples, render_markdown, select_scenes, write_report
 from dsdrive.planners.base import Planner
@@ -40,6 +44,33 @@ def test_select_scenes():
     assert select_scenes(ids, "scene-1100, scene-0061") == ["scene-1100", "scene-0061"]
     with pytest.raises(ValueError, match="scene-9999"):
         select_scenes(ids, "scene-9999")
+
+
+def test_val_is_never_replaced_by_another_split():
+    """A dataset without the held-out scenes: ``val`` is an error naming the folder, the scenes expected
+    and present and the way out (issue 10: it used to evaluate the last 25 % of scenes instead)."""
+    other = ["pg-seed00000", "pg-seed00001", "pg-seed00002", "pg-seed00003"]
+    with pytest.raises(ValueError, match=r"/data/pg \(--scenes val\): none of the held-out scenes \['scene-0655', 'scene-1077'\] "
+                                         r"is in the data \(scenes present: \['pg-seed00000'.*'pg-seed00003'\]\); pass --scenes all"):
+        select_scenes(other, "val", where="/data/pg")
+    with pytest.raises(ValueError, match=r"held-out scenes \['scene-1077'\] \(of \['scene-0655', 'scene-1077'\]\) are not in the data"):
+        select_scenes(["scene-0061", "scene-0655"], "val")  # half the split is not the split
+    assert select_scenes(other, "all") == other and select_scenes(other, "train") == other
+    assert select_scenes(other, "pg-seed00003,pg-seed00001") == ["pg-seed00003", "pg-seed00001"]
+
+
+def test_split_scenes_rules():
+    ids = ["b", "a", "c", "a"]
+    assert split_scenes(ids, ("c",)) == (["a", "b"], ["c"])
+    assert split_scenes(ids, ()) == (["a", "b", "c"], [])  # nothing held out, asked for explicitly
+    assert split_scenes(ids, ("c", "z")) == (["a", "b"], ["c"])  # training use: an absent held-out scene is not in the data
+    with pytest.raises(ValueError, match=r"d1: held-out scenes \['z'\] \(of \['c', 'z'\]\) are not in the data.*try x"):
+        split_scenes(ids, ("c", "z"), strict=True, where="d1", hint="try x")
+    with pytest.raises(ValueError, match=r"the dataset: none of the held-out scenes \['y', 'z'\]"):
+        split_scenes(ids, ("y", "z"))
+    assert parse_scene_list(" a, b ,") == ("a", "b") and parse_scene_list("none") == () and parse_scene_list("") == ()
+    with pytest.raises(ValueError, match="'none' cannot be combined"):
+        parse_scene_list("a,none")
 
 
 def test_oracle_scores_zero_and_incomplete_samples_are_skipped():
@@ -87,19 +118,9 @@ def test_markdown_table_has_every_planner_command_and_protocol(tmp_path):
     assert json.loads(j.read_text())["planners"]["oracle"]["num_evaluated"] == 20 and m.read_text() == md
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("eval_open_loop", REPO / "eval" / "open_loop.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _cli(capsys, *args: str) -> tuple[int | str, str, str]:
-    """Run ``eval/open_loop.py`` in-process; (exit code or SystemExit message, stdout, stderr)."""
-    try:
-        code = _load_cli().main(list(args))
-    except SystemExit as e:
-        code = e.code
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``dsdrive open-loop`` in-process; (exit code, stdout, stderr)."""
+    code = dsdrive_main(["open-loop", *args])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -112,15 +133,17 @@ def test_cli_trains_ego_mlp_on_training_scenes_and_writes_reports(tmp_path, caps
     save_samples(samples, tmp_path / "data")
     out = tmp_path / "ol" / "report.json"
 
-    code, _, _ = _cli(capsys, "--data", str(tmp_path / "data"), "--planner", "ego_mlp", "--out", str(out))
-    assert isinstance(code, str) and "--train-ego-mlp-if-missing" in code and not out.exists()
+    code, _, stderr = _cli(capsys, "--data", str(tmp_path / "data"), "--planner", "ego_mlp", "--out", str(out))
+    assert code == 2 and "dsdrive open-loop: ego_mlp needs --checkpoint" in stderr and "--train-ego-mlp-if-missing" in stderr
+    assert not out.exists()
 
     code, stdout, stderr = _cli(capsys, "--data", str(tmp_path / "data"), "--planner", "constant_velocity", "ego_mlp",
                                 "--train-ego-mlp-if-missing", "--out", str(out))
     assert code == 0, stderr
     assert "trained on training scenes ['scene-a', 'scene-b']" in stdout
+    assert f"evaluating 24 samples from 2 scenes (--scenes val): {list(DEFAULT_VAL_SCENES)}" in stdout
     report = json.loads(out.read_text())
-    assert report["scenes"] == list(DEFAULT_VAL_SCENES) and report["num_samples"] == 24
+    assert report["scenes"] == list(DEFAULT_VAL_SCENES) and report["num_samples"] == 24 and report["scene_selection"] == "val"
     assert set(report["planners"]) == {"constant_velocity", "ego_mlp"}
     assert report["planners"]["ego_mlp"]["trained_on_scenes"] == ["scene-a", "scene-b"]
     assert "train_eval_overlap_scenes" not in report["planners"]["ego_mlp"]
@@ -131,6 +154,33 @@ def test_cli_trains_ego_mlp_on_training_scenes_and_writes_reports(tmp_path, caps
                            report["planners"]["ego_mlp"]["checkpoint"], "--scenes", "all", "--out", str(tmp_path / "all.json"))
     assert code == 0, stderr
     assert "WARNING: ego_mlp was trained on evaluated scenes ['scene-a', 'scene-b']" in stderr
+
+    # ego_mlp trained here never sees an evaluated scene: with --scenes all no scene is left to train on
+    code, _, stderr = _cli(capsys, "--data", str(tmp_path / "data"), "--planner", "ego_mlp", "--train-ego-mlp-if-missing",
+                           "--scenes", "all", "--out", str(tmp_path / "all2.json"))
+    assert code == 2 and "--scenes all leaves none of" in stderr and not (tmp_path / "all2.json").exists()
+
+
+def test_cli_on_a_folder_without_the_held_out_scenes(tmp_path, capsys, monkeypatch):
+    """``--scenes val`` (the default) fails naming folder, expected and present scenes; ``--scenes all``
+    evaluates every scene given and says which; ``python eval/open_loop.py`` is the same command."""
+    save_samples(random_samples(16, seed=9, num_scenes=2), tmp_path / "data")
+    data, out = str(tmp_path / "data"), tmp_path / "ol.json"
+    code, stdout, stderr = _cli(capsys, "--data", data, "--planner", "constant_velocity", "--out", str(out))
+    assert code == 2 and not out.exists()
+    assert f"dsdrive open-loop: {data} (--scenes val): none of the held-out scenes {list(DEFAULT_VAL_SCENES)}" in stderr
+    assert "scenes present: ['synthetic-0', 'synthetic-1']" in stderr and "--scenes all" in stderr
+
+    monkeypatch.setattr(sys, "argv", ["eval/open_loop.py", "--data", data, "--planner", "constant_velocity", "--scenes", "all",
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / "eval" / "open_loop.py"), run_name="__main__")
+    assert exit_.value.code == 0
+    stdout = capsys.readouterr().out
+    assert f"{data}: evaluating 16 samples from 2 scenes (--scenes all): ['synthetic-0', 'synthetic-1']" in stdout
+    report = json.loads(out.read_text())
+    assert report["scenes"] == ["synthetic-0", "synthetic-1"] and report["num_samples"] == 16
+    assert report["planners"]["constant_velocity"]["num_evaluated"] + report["planners"]["constant_velocity"]["num_skipped_incomplete_future"] == 16
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -7,8 +7,9 @@ import pytest
 from helpers_annotate import make_dataset, make_sample, straight_future
 
 from dsdrive.cli import main as cli_main
+from dsdrive.distilldrive.kmeans_anchors import kmeans_anchors
 from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
-from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary, kmeans_anchors
+from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
 from dsdrive.data.types import COMMANDS
 
 
@@ -27,6 +28,13 @@ def test_kmeans_anchors_repeats_when_fewer_distinct_trajectories():
     anchors = kmeans_anchors(one, modes=6)
     assert anchors.shape == (6, 6, 2)
     np.testing.assert_allclose(anchors, np.repeat(one[:1], 6, axis=0), atol=1e-5)
+
+
+def test_kmeans_anchors_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(0, 6, 2\)"):
+        kmeans_anchors(np.zeros((0, 6, 2)), modes=6)
+    with pytest.raises(ValueError, match="modes=0"):
+        kmeans_anchors(np.zeros((3, 6, 2)), modes=0)
 
 
 def test_fit_fills_absent_commands_with_turning_arcs():

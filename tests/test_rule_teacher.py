@@ -137,7 +137,7 @@ def test_build_teacher_errors(monkeypatch):
     import dsdrive.annotation.annotators as teachers
 
     assert isinstance(build_annotator("rule"), RuleAnnotator)
-    with pytest.raises(ValueError, match="unknown teacher"):
+    with pytest.raises(ValueError, match="unknown annotator"):
         build_annotator("gpt-9")
     monkeypatch.setitem(teachers.ANNOTATORS, "missing", ("dsdrive.annotation.annotators.no_such_module", "X"))
     with pytest.raises(ImportError, match="no_such_module"):

@@ -40,6 +40,7 @@ def test_real_sample_counts_and_ids(real_build):
     assert len({s.sample_id for s in samples}) == len(samples) == 275
     assert all(re.fullmatch(r"scene-\d{4}_\d+", s.sample_id) for s in samples)
     assert {s.source for s in samples} == {"scenarionet:nuscenes"}
+    assert {(s.ego_source, s.ego_track_id, s.mirrored, s.augmented) for s in samples} == {("recorded_ego", "ego", False, False)}
     assert {s.map_name for s in samples} == {"boston-seaport", "singapore-onenorth", "singapore-queenstown", "singapore-hollandvillage"}
     # the only skips on clean data: keyframes whose 3 s future runs past the log end (6 per scene)
     assert report.reason_counts() == {"keyframe: future beyond log end": 48}
@@ -113,6 +114,7 @@ def test_real_round_trip_and_dense_keyframes(real_build, tmp_path):
         np.testing.assert_array_equal(a.inputs.map.points, b.inputs.map.points)
         np.testing.assert_array_equal(a.targets.agent_future_masks, b.targets.agent_future_masks)
         assert a.inputs.agents.ids == b.inputs.agents.ids and a.inputs.command == b.inputs.command
+        assert (a.ego_source, a.ego_track_id, a.mirrored) == (b.ego_source, b.ego_track_id, b.mirrored)
     path = next(REAL_DIR.glob("*scene-0061.pkl"))
     dense = build_scene(load_scenario(path), path, BuildOptions(keyframe_step=1))
     assert len(dense) == 191 - 30

@@ -1,4 +1,4 @@
-"""``dsdrive annotate`` / ``dsdrive merge``: annotate planning samples with a teacher, resumably.
+"""``dsdrive annotate`` / ``dsdrive merge``: annotate planning samples with an annotator, resumably.
 
 Run as:
     dsdrive annotate --teacher rule --data /tmp/planning --out /tmp/annotations
@@ -31,8 +31,12 @@ import threading
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
+from dsdrive.annotation.annotators import ANNOTATORS, build_annotator
 from dsdrive.annotation.schema import Annotation, AnnotationFailure
 from dsdrive.annotation.store import (
+    list_shards,
     load_annotations,
     next_shard_index,
     read_index,
@@ -40,7 +44,8 @@ from dsdrive.annotation.store import (
     write_shard,
 )
 from dsdrive.data.atomic_io import write_json_atomic
-from dsdrive.annotation.annotators import ANNOTATORS, build_annotator
+from dsdrive.data.dataset import load_dataset_dir, save_dataset_atomic
+from dsdrive.data.types import PlanningSample
 
 __all__ = ["main", "merge_main", "load_annotations", "run_annotate", "rank_and_world_size"]
 MAX_FAILED_BATCHES = 3
@@ -49,20 +54,21 @@ raising batches are recorded as failures (``--retry-failed`` reruns them); the l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dsdrive annotate`` options (teacher, data, output, batching, VLM/API settings)."""
+    """The ``dsdrive annotate`` options (annotator, data, output, batching, VLM/API settings)."""
     p = argparse.ArgumentParser(prog="dsdrive annotate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, choices=sorted(ANNOTATORS), help="teacher to run")
+    p.add_argument("--annotator", "--teacher", dest="teacher", required=True, choices=sorted(ANNOTATORS),
+                   help="the annotator (label-writing teacher) to run; --teacher is the same flag")
     p.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
     p.add_argument("--out", required=True, help="annotations folder (shards are added; existing ones resume)")
-    p.add_argument("--batch-size", type=int, default=16, help="samples per teacher call")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per annotator call")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples of the dataset (before the rank split)")
     p.add_argument("--shard-size", type=int, default=512, help="records per shard (a shard is written when the buffer reaches it)")
     p.add_argument("--flush-seconds", type=float, default=120.0, help="also write the buffer after this many seconds")
     p.add_argument("--retry-failed", action="store_true", help="annotate again the samples whose earlier result was a failure")
-    g = p.add_argument_group("VLM / API teachers (qwen-vl, openai)")
+    g = p.add_argument_group("VLM / API annotators (qwen-vl, openai)")
     g.add_argument("--model", default=None, help="model path or id")
-    g.add_argument("--prompt", default=None, help="prompt name/version under prompts/ (teacher default if unset)")
+    g.add_argument("--prompt", default=None, help="prompt name/version under prompts/ (annotator default if unset)")
     g.add_argument("--concurrency", type=int, default=None, help="parallel requests (openai)")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (openai)")
     g.add_argument("--max-pixels", type=int, default=None, help="image resize budget (qwen-vl)")
@@ -73,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-tokens", type=int, default=None, help="answer length cap (openai)")
     g.add_argument("--max-retries", type=int, default=None, help="retries on 429/5xx/timeouts (openai)")
     g.add_argument("--timeout", type=float, default=None, help="request timeout in seconds (openai)")
-    g.add_argument("--hindsight", action="store_true", default=None, help="show the teacher the ground-truth future")
+    g.add_argument("--hindsight", action="store_true", default=None, help="show the annotator the ground-truth future")
     return p
 
 
@@ -82,7 +88,7 @@ def rank_and_world_size() -> tuple[int, int]:
     ``RANK`` / ``WORLD_SIZE``, else (0, 1)."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if any(k.startswith("ACCELERATE_") for k in os.environ) and world > 1:
-        from accelerate import PartialState
+        from accelerate import PartialState  # heavy (imports torch): only under `accelerate launch`
 
         state = PartialState()
         if int(state.num_processes) == world:
@@ -97,8 +103,6 @@ def rank_and_world_size() -> tuple[int, int]:
 
 def _to_samples(rows: dict, teacher_id: str, prompt_version: str):
     """Rows (a column dict) -> PlanningSamples; a row that does not convert becomes a failure."""
-    from dsdrive.data.types import PlanningSample
-
     n = len(rows["sample_id"])
     good, bad = [], []
     for j in range(n):
@@ -111,12 +115,8 @@ def _to_samples(rows: dict, teacher_id: str, prompt_version: str):
     return good, bad
 
 
-def run_annotate(args: argparse.Namespace, teacher=None) -> dict:
+def run_annotate(args: argparse.Namespace, annotator=None) -> dict:
     """Annotate ``args.data`` into ``args.out`` (see the module docstring); returns the summary."""
-    from tqdm import tqdm
-
-    from dsdrive.data.dataset import load_dataset_dir
-
     rank, world = rank_and_world_size()
     out = Path(args.out)
     ds = load_dataset_dir(args.data)
@@ -138,7 +138,7 @@ def run_annotate(args: argparse.Namespace, teacher=None) -> dict:
             skipped += 1
         else:
             todo.append(i)
-    teacher = teacher or build_annotator(args.teacher, args)
+    annotator = annotator or build_annotator(args.teacher, args)
     delay = float(os.environ.get("DSDRIVE_ANNOTATE_DELAY", "0") or 0)
     shard_idx = next_shard_index(out, rank)
     buffer: list[Annotation | AnnotationFailure] = []
@@ -174,18 +174,18 @@ def run_annotate(args: argparse.Namespace, teacher=None) -> dict:
                 interrupted = stop_requested[0]
                 break
             batch_idx = todo[b:b + args.batch_size]
-            samples, results = _to_samples(ds[batch_idx], teacher.teacher_id, teacher.prompt_version)
+            samples, results = _to_samples(ds[batch_idx], annotator.teacher_id, annotator.prompt_version)
             try:
-                got = teacher.annotate(samples) if samples else []
+                got = annotator.annotate(samples) if samples else []
                 failed_batches = 0
-            except Exception as e:  # a teacher crash fails this batch, recorded per sample
+            except Exception as e:  # an annotator crash fails this batch, recorded per sample
                 failed_batches += 1
-                got = [AnnotationFailure(sample_id=s.sample_id, teacher=teacher.teacher_id, prompt_version=teacher.prompt_version,
-                                         reason=f"teacher raised {type(e).__name__}: {e}") for s in samples]
+                got = [AnnotationFailure(sample_id=s.sample_id, teacher=annotator.teacher_id, prompt_version=annotator.prompt_version,
+                                         reason=f"annotator raised {type(e).__name__}: {e}") for s in samples]
                 if failed_batches >= MAX_FAILED_BATCHES:  # this batch stays undone: a rerun retries it
                     raise RuntimeError(f"{MAX_FAILED_BATCHES} consecutive batches raised; last: {type(e).__name__}: {e}") from e
             if len(got) != len(samples) or [g.sample_id for g in got] != [s.sample_id for s in samples]:
-                raise RuntimeError(f"teacher {teacher.teacher_id} returned {[g.sample_id for g in got]} for {[s.sample_id for s in samples]}")
+                raise RuntimeError(f"annotator {annotator.teacher_id} returned {[g.sample_id for g in got]} for {[s.sample_id for s in samples]}")
             results.extend(got)
             for r in results:
                 counts["done" if isinstance(r, Annotation) else "failed"] += 1
@@ -201,11 +201,11 @@ def run_annotate(args: argparse.Namespace, teacher=None) -> dict:
         bar.close()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
-        teacher.close()
+        annotator.close()
     seconds = time.monotonic() - t0
-    usage = teacher.usage
+    usage = annotator.usage
     summary = {
-        "rank": rank, "world_size": world, "teacher": teacher.teacher_id, "prompt_version": teacher.prompt_version,
+        "rank": rank, "world_size": world, "teacher": annotator.teacher_id, "prompt_version": annotator.prompt_version,
         "data": str(args.data), "samples_in_rank": len(mine), "done": counts["done"], "failed": counts["failed"],
         "skipped_already_done": skipped, "duplicate_ids_in_data": dup_in_data, "shards_written": counts["shards"],
         "tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out, "requests": usage.requests,
@@ -213,7 +213,7 @@ def run_annotate(args: argparse.Namespace, teacher=None) -> dict:
         "interrupted": interrupted,
     }
     write_json_atomic(out / f"summary-rank{rank}.json", summary)
-    print(f"[rank {rank}/{world}] {teacher.teacher_id}: done {summary['done']}, failed {summary['failed']}, "
+    print(f"[rank {rank}/{world}] {annotator.teacher_id}: done {summary['done']}, failed {summary['failed']}, "
           f"skipped (already done) {skipped}, tokens in/out {usage.tokens_in}/{usage.tokens_out}, "
           f"{summary['samples_per_second']} samples/s" + (f", interrupted by {interrupted}" if interrupted else ""))
     return summary
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ImportError, ValueError) as e:
         print(f"dsdrive annotate: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:  # the teacher keeps failing; what was annotated is written
+    except RuntimeError as e:  # the annotator keeps failing; what was annotated is written
         print(f"dsdrive annotate: stopped: {e}", file=sys.stderr)
         return 1
     return 130 if summary["interrupted"] else 0
@@ -262,9 +262,6 @@ def merge(data_dir: str | Path, ann_dir: str | Path, out_dir: str | Path) -> dic
     Raises:
         ValueError: ``out_dir`` is ``data_dir``; FileNotFoundError: no dataset / no shards.
     """
-    from dsdrive.annotation.store import list_shards
-    from dsdrive.data.dataset import load_dataset_dir, save_dataset_atomic
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if out_dir.resolve() == data_dir.resolve():
         raise ValueError(f"--out {out_dir} is the --data folder; write the merged dataset elsewhere")

@@ -1,13 +1,15 @@
-"""Bird's-eye-view (BEV) image of a planning sample, for VLM teachers on samples without cameras.
+"""Bird's-eye-view (BEV) image of a planning sample, for VLM annotators on samples without cameras.
 
-ScenarioNet / MetaDrive samples carry no images; a VLM teacher is shown this rendering instead
+ScenarioNet / MetaDrive samples carry no images; a VLM annotator is shown this rendering instead
 (the idea of drawing the scene for a VLM follows VLM-AD's annotated images and the BEV inputs
 of GPT-Driver-style prompting). Drawn with matplotlib's object API (no pyplot state, so it is
 safe in worker threads):
 
-* the ego vehicle: a red 4.5 x 1.9 m box at the centre, pointing up;
+* the ego vehicle: a red box at the centre, pointing up: the ego box of :mod:`dsdrive.constants`
+  (4.084 x 1.85 m, centred :data:`~dsdrive.constants.EGO_CENTER_OFFSET_M` ahead of the origin as
+  in the collision metric);
 * agents: blue oriented boxes (orange for pedestrians/cyclists); the
-  :data:`dsdrive.annotation.annotators.vlm_common.MAX_CONTEXT_AGENTS` nearest are labelled with the short
+  :data:`dsdrive.annotation.scene_context.MAX_CONTEXT_AGENTS` nearest are labelled with the short
   aliases ``A1``, ``A2`` ... (nearest first) that the prompt lists and the answers use;
 * map polylines: grey (lane centrelines dashed, road edges black, crossings green).
 
@@ -23,11 +25,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dsdrive.geometry import box_corners
+from dsdrive.annotation.scene_context import MAX_CONTEXT_AGENTS, agent_alias, nearest_agents
+from dsdrive.constants import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M
 from dsdrive.data.types import PlanningSample
+from dsdrive.geometry import box_corners
 
-EGO_LENGTH_M, EGO_WIDTH_M = 4.5, 1.9
-"""Drawn ego footprint (a mid-size car; the samples do not record the ego's size)."""
 _MAP_STYLE = {
     "lane_centerline": dict(color="0.6", linestyle="--", linewidth=0.8),
     "lane_divider": dict(color="0.5", linewidth=1.0),
@@ -46,11 +48,11 @@ def render_bev(sample: PlanningSample, size_px: int = 448, range_m: float = 50.0
 
     Args:
         sample: the sample (ego frame: x forward, y left, metres); only its inputs are drawn
-            (no future), so the image can be shown to any teacher.
+            (no future), so the image can be shown to any annotator.
         size_px: width = height of the image, pixels.
         range_m: half-width of the view, metres.
         label_agents: how many of the nearest agents get their id drawn (default
-            :data:`dsdrive.annotation.annotators.vlm_common.MAX_CONTEXT_AGENTS`).
+            :data:`dsdrive.annotation.scene_context.MAX_CONTEXT_AGENTS`).
 
     Returns:
         A ``size_px`` x ``size_px`` RGB :class:`PIL.Image.Image`.
@@ -60,8 +62,6 @@ def render_bev(sample: PlanningSample, size_px: int = 448, range_m: float = 50.0
     """
     if size_px < 32 or range_m <= 0:
         raise ValueError(f"render_bev: size_px={size_px} must be >= 32 and range_m={range_m} > 0")
-    from dsdrive.annotation.annotators.vlm_common import MAX_CONTEXT_AGENTS, agent_alias, nearest_agents
-
     fig = Figure(figsize=(size_px / 100, size_px / 100), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
@@ -85,7 +85,7 @@ def render_bev(sample: PlanningSample, size_px: int = 448, range_m: float = 50.0
             u, v = _to_image_axes(boxes[i, :2])
             if abs(u) < range_m and abs(v) < range_m:
                 ax.text(u + 1.0, v + 1.0, agent_alias(rank), fontsize=6, color="navy", clip_on=True)
-    ego = box_corners(0.0, 0.0, EGO_LENGTH_M, EGO_WIDTH_M, 0.0)
+    ego = box_corners(EGO_CENTER_OFFSET_M, 0.0, EGO_LENGTH_M, EGO_WIDTH_M, 0.0)
     u, v = _to_image_axes(ego)
     ax.fill(u, v, color="tab:red")
     ax.annotate("", xy=(0, 4.0), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="tab:red"))

@@ -2,7 +2,7 @@
 
 DSDrive (arXiv 2505.05360) trains its compact student on teacher chain-of-thought in four parts:
 scene comprehension, key objects, strategic driving plan (here the GPT-Driver meta-action) and
-a human-readable explanation. :func:`render_reasoning` renders that text from any teacher's
+a human-readable explanation. :func:`render_reasoning` renders that text from any annotator's
 :class:`dsdrive.annotation.schema.Annotation` with ``prompts/reasoning/<version>.jinja``;
 :func:`render_student_prompt` renders what the student is asked from ``prompts/student/<version>.jinja``
 and takes :class:`dsdrive.data.types.PlanningInputs` only, so no ground-truth future can reach it.

@@ -1,7 +1,7 @@
 """Per-agent risk from ground-truth futures, and GPT-Driver-style notable objects.
 
 RSD (arXiv 2511.14499) distils a per-object risk score and rank into a BEV RiskHead; its teacher
-is a VLM. This module is the privileged (hindsight) version used by the rule teacher: it reads
+is a VLM. This module is the privileged (hindsight) version used by the rule annotator: it reads
 the ego's and the agents' ground-truth futures.
 
 Frames and grids: everything is in the ego frame of the current time (x forward, y left,
@@ -19,7 +19,8 @@ Missing values:
   (the current velocity until a second valid point exists).
 
 Footprints are circles of radius ``(length + width) / 4`` (the mean half-extent); the ego is
-nuScenes' 4.084 m x 1.85 m (the DistillDrive/SparseDrive collision box).
+the ego box of :mod:`dsdrive.constants` (nuScenes' 4.084 m x 1.85 m, the DistillDrive/SparseDrive
+collision box).
 
 Risk of agent i (all terms in [0, 1]):
 
@@ -40,10 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsdrive.data.types import AGENT_FUTURE_STEPS, STEP_SECONDS, PlanningSample
+from dsdrive.constants import AGENT_FUTURE_STEPS, EGO_LENGTH_M, EGO_WIDTH_M, STEP_SECONDS
+from dsdrive.data.types import PlanningSample
 
-EGO_LENGTH_M = 4.084
-EGO_WIDTH_M = 1.85
 PROXIMITY_SCALE_M = 3.0
 """D0: the gap (m) at which the proximity term falls to 1/e."""
 TTC_SCALE_S = 2.0

@@ -1,6 +1,6 @@
-"""The annotation schema that every teacher fills (rule teacher, local VLM, OpenAI-compatible API).
+"""The annotation schema that every annotator fills (rule annotator, local VLM, OpenAI-compatible API).
 
-A teacher annotates one :class:`dsdrive.data.types.PlanningSample` with a scene summary, key objects,
+An annotator annotates one :class:`dsdrive.data.types.PlanningSample` with a scene summary, key objects,
 a meta-action, an explanation and a per-agent risk. The student learns the chain-of-thought text
 rendered from it by a versioned template in ``prompts/reasoning/`` (see
 :mod:`dsdrive.annotation.reasoning`) and the per-agent risk through its BEV RiskHead (RSD).
@@ -41,9 +41,9 @@ class MetaAction(BaseModel):
 
 
 class KeyObject(BaseModel):
-    """An object the teacher says matters for the decision.
+    """An object the annotator says matters for the decision.
 
-    ``agent_id`` links it to ``PlanningInputs.agents.ids`` when known (the rule teacher always
+    ``agent_id`` links it to ``PlanningInputs.agents.ids`` when known (the rule annotator always
     knows it; a VLM names objects by camera + 2D box and is matched later).
     """
 
@@ -69,19 +69,19 @@ class AgentRisk(BaseModel):
 
 
 class Annotation(BaseModel):
-    """One teacher's annotation of one sample. Every teacher fills this schema.
+    """One annotator's annotation of one sample. Every annotator fills this schema.
 
     Attributes:
         sample_id: the annotated sample.
         teacher: teacher id, e.g. ``rule``, ``qwen-vl:/models/Qwen2.5-VL-7B``.
-        prompt_version: version of the prompt/template the teacher used, e.g. ``rule/v1``.
-        hindsight: True when the teacher saw the ground-truth future (DSDrive/VLM-AD hindsight).
+        prompt_version: version of the prompt/template the annotator used, e.g. ``rule/v1``.
+        hindsight: True when the annotator saw the ground-truth future (DSDrive/VLM-AD hindsight).
         scene_summary: scene comprehension, one or two sentences.
         key_objects: objects that matter, most important first.
         meta_action: the decision.
         explanation: human-readable justification.
         risks: per-object risk, rank 1 first.
-        waypoints: (6, 2) ego-frame waypoints the answer ends in, when the teacher gives them.
+        waypoints: (6, 2) ego-frame waypoints the answer ends in, when the annotator gives them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -105,7 +105,7 @@ class Annotation(BaseModel):
 
 
 class AnnotationFailure(BaseModel):
-    """A sample a teacher could not annotate; recorded, never silently dropped."""
+    """A sample an annotator could not annotate; recorded, never silently dropped."""
 
     sample_id: str
     teacher: str

@@ -26,6 +26,9 @@ def planning_features() -> Features:
             "source": Value("string"),
             "map_name": Value("string"),
             "timestamp": Value("float64"),
+            "ego_source": Value("string"),  # recorded_ego | agent (dsdrive.data.types.EGO_SOURCES)
+            "ego_track_id": Value("string"),  # the log's track id of the vehicle taken as the ego
+            "mirrored": Value("bool"),  # a left-right mirrored copy (dsdrive.data.mirror)
             "ego_history": Sequence(Sequence(f32)),  # (4, 3)
             "ego_history_mask": Sequence(Value("bool")),  # (4,)
             "ego_status": Sequence(f32),  # (6,)
@@ -105,12 +108,34 @@ def load_dataset_dir(data_dir: str | Path) -> datasets.Dataset:
     return datasets.load_from_disk(str(data_dir))
 
 
-def load_samples(data_dir: str | Path, scenes: Iterable[str] | None = None) -> list[PlanningSample]:
-    """Load every sample of a planning dataset (optionally only the given scene ids)."""
+def original_sample_mask(ds: datasets.Dataset) -> list[bool]:
+    """Per row of a planning dataset: True for an original sample (the recorded ego, not mirrored),
+    read from the ``ego_source`` / ``mirrored`` columns alone; a dataset written before those
+    columns existed holds only original samples."""
+    n = len(ds)
+    sources = ds["ego_source"] if "ego_source" in ds.column_names else ["recorded_ego"] * n
+    mirrored = ds["mirrored"] if "mirrored" in ds.column_names else [False] * n
+    return [(src or "recorded_ego") == "recorded_ego" and not m for src, m in zip(sources, mirrored)]
+
+
+def load_samples(data_dir: str | Path, scenes: Iterable[str] | None = None, augmented: bool = True) -> list[PlanningSample]:
+    """Load the samples of a planning dataset, in stored order.
+
+    Args:
+        data_dir: a folder written by :func:`save_samples`.
+        scenes: keep only these scene ids (None = every scene).
+        augmented: False keeps only original samples (the recorded ego, not mirrored:
+            :attr:`dsdrive.data.types.PlanningSample.augmented` False); rows are selected on the
+            metadata columns before any row is decoded.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is not a planning dataset (:func:`load_dataset_dir`).
+    """
     ds = load_dataset_dir(data_dir)
-    keep = set(scenes) if scenes is not None else None
-    out = []
-    for row in ds:
-        if keep is None or row["scene_id"] in keep:
-            out.append(PlanningSample.from_row(row))
-    return out
+    keep_scene = set(scenes) if scenes is not None else None
+    scene_ids = ds["scene_id"]
+    original = original_sample_mask(ds) if not augmented else [True] * len(ds)
+    rows = [i for i, (sid, ok) in enumerate(zip(scene_ids, original)) if ok and (keep_scene is None or sid in keep_scene)]
+    if len(rows) < len(ds):
+        ds = ds.select(rows)
+    return [PlanningSample.from_row(row) for row in ds]

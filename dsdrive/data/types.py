@@ -19,6 +19,7 @@ What a planner may see and what it must predict are separate types, following na
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,10 @@ EGO_STATUS_FIELDS = ("vx", "vy", "ax", "ay", "yaw_rate", "steering")
 """Ego status vector, in the ego frame at the current time: velocity (m/s), acceleration
 (m/s^2), yaw rate (rad/s, counter-clockwise positive), steering angle (rad, from the nuScenes
 CAN bus where present). ``ego_status_mask`` says which entries are real measurements."""
+EGO_SOURCES = ("recorded_ego", "agent")
+"""Whose viewpoint a sample takes (:attr:`PlanningSample.ego_source`): the vehicle that recorded
+the log, or another logged vehicle taken as the ego (LAV, Chen & Kraehenbuehl, CVPR 2022,
+"Learning from All Vehicles"; ``data_builders/scenarionet.py``)."""
 CAMERA_NAMES = (
     "CAM_FRONT",
     "CAM_FRONT_RIGHT",
@@ -198,12 +203,24 @@ class PlanningTargets:
 class PlanningSample:
     """One keyframe: metadata, planner inputs, ground-truth targets, optional annotation.
 
+    The provenance tags (``ego_source``, ``ego_track_id``, ``mirrored``) are metadata like
+    ``source``: they sit here, not in :class:`PlanningInputs`, so no planner reads them.
+    Evaluation scores only original samples (:attr:`augmented` False) unless told otherwise.
+
     Attributes:
         source: ``nuscenes``, ``scenarionet:nuscenes``, ``scenarionet:waymo``, ``metadrive`` ...
         map_name: map/location name (e.g. ``boston-seaport``).
         timestamp: seconds since the log start.
-        annotation: a teacher's annotation as a dict of :class:`dsdrive.annotation.schema.Annotation`
+        annotation: an annotator's annotation as a dict of :class:`dsdrive.annotation.schema.Annotation`
             fields, or None.
+        ego_source: ``recorded_ego`` (the vehicle that recorded the log) or ``agent`` (another
+            logged vehicle taken as the ego, LAV); see :data:`EGO_SOURCES`.
+        ego_track_id: the log's track id of the vehicle taken as the ego (ScenarioNet's
+            ``sdc_id`` for the recorded ego); ``""`` when the source has no track ids.
+        mirrored: True for a left-right mirrored copy (:func:`dsdrive.data.mirror.mirror_sample`).
+
+    Raises:
+        ValueError: ``ego_source`` outside :data:`EGO_SOURCES` (names the sample and value).
     """
 
     source: str
@@ -212,6 +229,20 @@ class PlanningSample:
     inputs: PlanningInputs
     targets: PlanningTargets
     annotation: dict | None = None
+    ego_source: str = "recorded_ego"
+    ego_track_id: str = ""
+    mirrored: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ego_source not in EGO_SOURCES:
+            raise ValueError(f"PlanningSample {self.inputs.sample_id!r}: field 'ego_source' is {self.ego_source!r}, "
+                             f"expected one of {EGO_SOURCES}")
+        self.mirrored = bool(self.mirrored)
+
+    @property
+    def augmented(self) -> bool:
+        """True for a sample that is not the recorded log as driven: another vehicle as the ego, or mirrored."""
+        return self.ego_source != "recorded_ego" or self.mirrored
 
     @property
     def sample_id(self) -> str:
@@ -227,14 +258,15 @@ class PlanningSample:
     def to_row(self) -> dict:
         """Flat dict of Python lists matching :func:`dsdrive.data.dataset.planning_features`."""
         i, t = self.inputs, self.targets
-        import json
-
         return {
             "sample_id": i.sample_id,
             "scene_id": i.scene_id,
             "source": self.source,
             "map_name": self.map_name,
             "timestamp": float(self.timestamp),
+            "ego_source": self.ego_source,
+            "ego_track_id": self.ego_track_id,
+            "mirrored": bool(self.mirrored),
             "ego_history": np.asarray(i.ego_history, np.float32).tolist(),
             "ego_history_mask": np.asarray(i.ego_history_mask, bool).tolist(),
             "ego_status": np.asarray(i.ego_status, np.float32).tolist(),
@@ -264,9 +296,9 @@ class PlanningSample:
 
     @classmethod
     def from_row(cls, row: dict) -> "PlanningSample":
-        """Inverse of :meth:`to_row` (accepts lists or numpy arrays)."""
-        import json
-
+        """Inverse of :meth:`to_row` (accepts lists or numpy arrays). A row written before the
+        provenance tags existed (no ``ego_source`` / ``ego_track_id`` / ``mirrored``) loads as the
+        recorded ego, track id ``""``, not mirrored."""
         n = len(row["agent_ids"])
         agents = Agents(
             ids=list(row["agent_ids"]),
@@ -314,4 +346,7 @@ class PlanningSample:
             inputs=inputs,
             targets=targets,
             annotation=json.loads(ann) if isinstance(ann, str) else ann,
+            ego_source=row.get("ego_source") or "recorded_ego",
+            ego_track_id=row.get("ego_track_id") or "",
+            mirrored=bool(row.get("mirrored") or False),
         )

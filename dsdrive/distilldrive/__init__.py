@@ -8,6 +8,7 @@ Modules:
     teacher_inputs       PlanningSample list -> padded tensors (never reads cameras)
     agent_encoder        per-agent temporal encoder over the GT future (privileged)
     map_encoder          PointNet over map polyline segments
+    kmeans_anchors       k-means anchors of trajectories (below both vocabularies)
     motion_vocabulary    k-means motion anchors per agent class
     planning_teacher     config + model (18 vocabulary ego queries)
     losses               motion / planning / status losses ("label" and "distribution")
@@ -17,7 +18,7 @@ Modules:
     kd                   teacher -> student planning distillation terms
     teacher_cache        run the frozen teacher once, cache its outputs by sample id
     trainer              training loop (AdamW, cosine, clip 25) and held-out open-loop evaluation
-    layers               sine embedding, MLP blocks
+    layers               MLP blocks (sine embedding: dsdrive.layers)
 """
 
 from dsdrive.distilldrive.planning_teacher import PlanningTeacher, PlanningTeacherConfig

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsdrive.distilldrive.layers import mlp, sine_embedding
+from dsdrive.distilldrive.layers import mlp
+from dsdrive.layers import sine_embedding
 from dsdrive.distilldrive.teacher_inputs import MAP_SEGMENT_CHANNELS
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dsdrive.distilldrive.planning_vocabulary import kmeans_anchors
 from dsdrive.data.types import AGENT_FUTURE_STEPS, AGENT_TYPES, PlanningSample
+from dsdrive.distilldrive.kmeans_anchors import kmeans_anchors
 
 MOTION_VOCAB_FILE = "motion_vocabulary.json"
 

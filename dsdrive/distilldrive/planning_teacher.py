@@ -47,7 +47,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from dsdrive.distilldrive.agent_encoder import AgentEncoder
 from dsdrive.distilldrive.cvae import ConditionalVAE
-from dsdrive.distilldrive.layers import mlp, sine_embedding
+from dsdrive.distilldrive.layers import mlp
+from dsdrive.layers import sine_embedding, trajectory_yaw_tensor
 from dsdrive.distilldrive.losses import (
     cumulative_to_offsets,
     motion_loss,
@@ -55,7 +56,7 @@ from dsdrive.distilldrive.losses import (
     status_loss,
 )
 from dsdrive.distilldrive.map_encoder import MapEncoder
-from dsdrive.distilldrive.rescoring import collision_rescore, trajectory_yaw
+from dsdrive.distilldrive.rescoring import collision_rescore
 from dsdrive.distilldrive.state_optimization import DQNStateLoss
 from dsdrive.distilldrive.teacher_inputs import (
     EGO_HISTORY_CHANNELS,
@@ -280,7 +281,8 @@ class PlanningTeacher(PreTrainedModel):
         """Pick one trajectory per sample: the command's modes, optional collision rescoring, arg-max.
 
         Returns:
-            ``waypoints`` (B, 6, 3) ego-frame ``x, y, heading`` (heading from finite differences),
+            ``waypoints`` (B, 6, 3) ego-frame ``x, y, heading`` (heading:
+            :func:`dsdrive.geometry.trajectory_yaw` of the positions),
             ``mode`` (B,) index within the command, ``scores`` (B, 6) rescored logits,
             ``collides`` (B, 6) bool.
         """
@@ -298,5 +300,5 @@ class PlanningTeacher(PreTrainedModel):
             scores, collides = collision_rescore(scores, trajs, batch.agent_pos, batch.agent_yaw, batch.agent_size, agent_traj, batch.agent_mask)
         mode = scores.argmax(-1)
         xy = trajs[rows, mode]
-        heading = trajectory_yaw(xy, torch.zeros(b, device=xy.device, dtype=xy.dtype))
+        heading = trajectory_yaw_tensor(xy)
         return {"waypoints": torch.cat([xy, heading[..., None]], dim=-1), "mode": mode, "scores": scores, "collides": collides}

@@ -11,14 +11,19 @@ Command order is :data:`dsdrive.data.types.COMMANDS`. Anchors are metres in the 
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.cluster import KMeans
 
-from dsdrive.data.types import COMMANDS, FUTURE_STEPS, PlanningSample
+from dsdrive.data.dataset import load_dataset_dir, load_samples
+from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
+from dsdrive.data.types import COMMANDS, FUTURE_STEPS, STEP_SECONDS, PlanningSample
+from dsdrive.distilldrive.kmeans_anchors import kmeans_anchors
+from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
 
 VOCAB_FILE = "planning_vocabulary.json"
 
@@ -38,7 +43,8 @@ class PlanningVocabulary:
     def fit(cls, samples: list[PlanningSample], modes: int = 6, seed: int = 0) -> "PlanningVocabulary":
         """k-means (scikit-learn, seeded, n_init=10) over the fully valid ego futures of each command.
 
-        A command with fewer than ``modes`` distinct futures repeats its centroids; a command
+        :func:`dsdrive.distilldrive.kmeans_anchors.kmeans_anchors` per command. A command with
+        fewer than ``modes`` distinct futures repeats its centroids; a command
         with no sample at all (e.g. no RIGHT turn in a small split) gets constant-speed arcs
         from :func:`_synthetic_turn_anchors`, so the shape is always (3, modes, 6, 2).
 
@@ -83,30 +89,6 @@ class PlanningVocabulary:
         return cls(anchors=anchors, seed=int(data.get("seed", 0)))
 
 
-def kmeans_anchors(trajectories: np.ndarray, modes: int, seed: int = 0, decimals: int = 3) -> np.ndarray:
-    """k-means centroids of trajectories, sorted by final x, always ``modes`` of them.
-
-    Args:
-        trajectories: (N, T, 2) ego- or agent-frame x, y (m), N >= 1.
-        modes: number of anchors wanted.
-        seed: k-means ``random_state`` (scikit-learn, n_init=10).
-        decimals: rounding used to count distinct trajectories; with fewer distinct ones than
-            ``modes`` the centroids are repeated cyclically.
-
-    Returns:
-        (modes, T, 2) float32 anchors.
-    """
-    data = np.asarray(trajectories, np.float64)
-    n, steps = data.shape[:2]
-    flat = data.reshape(n, -1)
-    k = min(modes, len(np.unique(flat.round(decimals), axis=0)))
-    centres = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(flat).cluster_centers_.reshape(k, steps, 2)
-    centres = centres[np.argsort(centres[:, -1, 0])]  # by travelled distance, for readability
-    if k < modes:
-        centres = np.concatenate([centres, centres[np.arange(modes - k) % k]], axis=0)
-    return centres.astype(np.float32)
-
-
 def _synthetic_turn_anchors(futures: dict, command: str, modes: int) -> np.ndarray:
     """Anchors for a command absent from the data: constant-speed arcs turning left/right.
 
@@ -116,7 +98,7 @@ def _synthetic_turn_anchors(futures: dict, command: str, modes: int) -> np.ndarr
     all_f = np.concatenate([np.stack(v) for v in futures.values() if v])
     speeds = np.linspace(max(1.0, np.percentile(all_f[:, -1, 0], 10) / 3.0), max(2.0, np.percentile(all_f[:, -1, 0], 90) / 3.0), modes)
     sign = 1.0 if command == "LEFT" else (-1.0 if command == "RIGHT" else 0.0)
-    t = np.arange(1, FUTURE_STEPS + 1) * 0.5
+    t = np.arange(1, FUTURE_STEPS + 1) * STEP_SECONDS
     out = np.zeros((modes, FUTURE_STEPS, 2), np.float32)
     for m, v in enumerate(speeds):
         out[m, :, 0] = v * t
@@ -130,13 +112,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns 0; 2 on a missing dataset.
     """
-    import argparse
-    import sys
-
-    from dsdrive.data.dataset import load_dataset_dir, load_samples
-    from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
-    from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
-
     ap = argparse.ArgumentParser(prog="dsdrive vocab", description=main.__doc__)
     ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
     ap.add_argument("--out", required=True, help="folder for planning_vocabulary.json and motion_vocabulary.json")

@@ -1,20 +1,26 @@
 """Collision-aware rescoring of a command's planning modes (SparseDrive / DistillDrive inference).
 
 At inference DistillDrive keeps the 6 modes of the given command, moves every agent along its
-predicted **top-1** motion mode, and demotes each ego mode whose box (4.08 m x 1.73 m, enlarged by
-1.1) overlaps an agent box at any of the 6 future steps; the final plan is the arg-max of the
-rescored logits.
+predicted **top-1** motion mode, and demotes each ego mode whose box (enlarged by 1.1) overlaps
+an agent box at any of the 6 future steps; the final plan is the arg-max of the rescored logits.
 
 Decisions:
 
+* *One ego box*: the ego box of :mod:`dsdrive.constants` (4.084 m x 1.85 m, centre
+  :data:`~dsdrive.constants.EGO_CENTER_OFFSET_M` = 0.5 m ahead of the waypoint along its yaw),
+  the box the open-loop collision metric scores. The inherited SparseDrive / DistillDrive
+  rescoring (``HierarchicalPlanningDecoder.rescore``) uses 4.08 m x 1.73 m (x 1.56 m high)
+  with the same 0.5 m offset; we keep its 1.1 enlargement but not its smaller box, so the
+  rescoring avoids exactly what the metric counts.
 * *Fixed quirk*: the inherited SparseDrive code indexes the collision mask with the wrong axis
   order (mode vs. step), so the mask it applies is not the mode's own. Here ``collides`` is
   computed per (sample, mode) over steps and applied to that mode.
 * Demotion subtracts :data:`COLLISION_PENALTY` from the logit, so if every mode collides the
   original order is kept (rather than a uniform -inf).
-* Box yaw per step: finite difference of the positions (prev -> current step, origin before the
-  first), falling back to the previous yaw (the current yaw at step 1) when a step moves less
-  than ``min_step_m`` (a standing box keeps its heading).
+* Box yaw per step: :func:`dsdrive.geometry.trajectory_yaw`, SparseDrive's ``get_yaw`` (central
+  differences of the positions, origin before the first); a trajectory moving less than
+  :data:`~dsdrive.geometry.STATIONARY_DISPLACEMENT_M` keeps its current yaw (0 for the ego, the
+  agent's yaw for an agent).
 * Overlap: separating-axis test on oriented rectangles (touching counts as overlap).
 
 Frames: ego frame of the current time (x forward, y left), metres, radians.
@@ -24,10 +30,13 @@ from __future__ import annotations
 
 import torch
 
-EGO_LENGTH_M = 4.08
-EGO_WIDTH_M = 1.73
+from dsdrive.constants import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M
+from dsdrive.layers import trajectory_yaw_tensor
+
 EGO_BOX_SCALE = 1.1
+"""Both ego box sides are enlarged by this factor for rescoring (SparseDrive's ``dim_scale``)."""
 COLLISION_PENALTY = 1.0e4
+"""Logit penalty (subtracted) of a colliding mode."""
 
 
 def box_corners(center: torch.Tensor, size: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
@@ -55,19 +64,6 @@ def boxes_overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ~separated.any(-1)
 
 
-def trajectory_yaw(traj: torch.Tensor, yaw0: torch.Tensor, min_step_m: float = 0.1) -> torch.Tensor:
-    """Per-step yaw (..., T) of cumulative positions (..., T, 2) that start at the origin of ``traj``'s
-    own frame (i.e. positions relative to the current centre), given the current yaw ``yaw0`` (...)."""
-    steps = torch.diff(traj, dim=-2, prepend=torch.zeros_like(traj[..., :1, :]))
-    heading = torch.atan2(steps[..., 1], steps[..., 0])
-    moving = steps.norm(dim=-1) >= min_step_m
-    out, prev = [], yaw0
-    for t in range(traj.shape[-2]):
-        prev = torch.where(moving[..., t], heading[..., t], prev)
-        out.append(prev)
-    return torch.stack(out, dim=-1)
-
-
 def collision_rescore(
     scores: torch.Tensor, ego_traj: torch.Tensor, agent_pos: torch.Tensor, agent_yaw: torch.Tensor,
     agent_size: torch.Tensor, agent_traj: torch.Tensor, agent_mask: torch.Tensor,
@@ -81,17 +77,19 @@ def collision_rescore(
         agent_pos: (B, N, 2) current centres; agent_yaw: (B, N); agent_size: (B, N, 2) length, width.
         agent_traj: (B, N, >=T, 2) predicted top-1 displacement from the current centre (m).
         agent_mask: (B, N) bool.
-        ego_size: ego (length, width) before ``scale``.
+        ego_size: ego (length, width) before ``scale``; the box centre lies
+            :data:`~dsdrive.constants.EGO_CENTER_OFFSET_M` ahead of each waypoint along its yaw.
 
     Returns:
         rescored (B, K) logits and ``collides`` (B, K) bool.
     """
     b, k, t, _ = ego_traj.shape
-    ego_yaw = trajectory_yaw(ego_traj, torch.zeros(b, k, device=ego_traj.device, dtype=ego_traj.dtype))
+    ego_yaw = trajectory_yaw_tensor(ego_traj)  # (B, K, T)
     ego_sz = torch.tensor(ego_size, device=ego_traj.device, dtype=ego_traj.dtype) * scale
-    ego_c = box_corners(ego_traj, ego_sz.expand(b, k, t, 2), ego_yaw)  # (B, K, T, 4, 2)
+    ego_ctr = ego_traj + EGO_CENTER_OFFSET_M * torch.stack([ego_yaw.cos(), ego_yaw.sin()], dim=-1)
+    ego_c = box_corners(ego_ctr, ego_sz.expand(b, k, t, 2), ego_yaw)  # (B, K, T, 4, 2)
     a_disp = agent_traj[:, :, :t]
-    a_yaw = trajectory_yaw(a_disp, agent_yaw)
+    a_yaw = trajectory_yaw_tensor(a_disp, agent_yaw)
     a_c = box_corners(agent_pos[:, :, None] + a_disp, agent_size[:, :, None].expand(-1, -1, t, -1), a_yaw)  # (B, N, T, 4, 2)
     hit = boxes_overlap(ego_c[:, :, None], a_c[:, None])  # (B, K, N, T)
     collides = (hit & agent_mask[:, None, :, None]).any(-1).any(-1)

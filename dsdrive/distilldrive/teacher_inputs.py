@@ -50,6 +50,7 @@ from dsdrive.data.types import (
     HISTORY_STEPS,
     MAP_POINTS,
     MAP_TYPES,
+    STEP_SECONDS,
     PlanningSample,
 )
 
@@ -153,7 +154,7 @@ def _agent_arrays(sample: PlanningSample, max_agents: int, radius: float) -> dic
     step_valid[:, 1:] &= valid[:, :-1]
     offset = np.zeros((k, AGENT_FUTURE_STEPS + 1, 2), np.float32)
     offset[:, 1:] = np.where(step_valid[:, 1:, None], pos[:, 1:] - pos[:, :-1], 0.0)
-    velocity = offset / 0.5
+    velocity = offset / STEP_SECONDS
     velocity[:, 0] = vel
     steps = np.concatenate(
         [offset, velocity, np.cos(yaw)[..., None], np.sin(yaw)[..., None],

@@ -1,89 +1,95 @@
 """Open-loop evaluation: run planners over planning samples, score L2 / collision, render tables.
 
-The library side of ``eval/open_loop.py``. Metrics are :mod:`dsdrive.evaluation.metrics.planning`
-(SparseDrive / DistillDrive ``planning_eval.py`` conventions; ST-P3 and UniAD protocols),
-broken down by navigation command (LEFT / RIGHT / STRAIGHT) beside the all-sample aggregate.
-Only samples with all 6 ground-truth future steps valid are scored; the others are counted as
-skipped. Waypoints are in the ego frame of each sample's current time (x forward, y left, m).
+Run as:
+    dsdrive open-loop --data outputs/main/planning --planner constant_velocity ego_mlp \
+        --train-ego-mlp-if-missing --out outputs/open_loop/baselines.json
+    dsdrive open-loop --data DIR --planner ego_mlp --checkpoint CKPT_DIR --scenes val --out ol.json
+    dsdrive open-loop --data DIR --planner constant_velocity student --checkpoint student=CKPT --scenes all --out ol.json
+    python eval/open_loop.py ...          # the same command line
+
+Metrics are :mod:`dsdrive.evaluation.metrics.planning` (SparseDrive / DistillDrive
+``planning_eval.py`` conventions; ST-P3 and UniAD protocols), broken down by navigation command
+(LEFT / RIGHT / STRAIGHT) beside the all-sample aggregate. Only samples with all 6 ground-truth
+future steps valid are scored; the others are counted as skipped. Waypoints are in the ego frame
+of each sample's current time (x forward, y left, m).
+
+``--scenes`` picks what is evaluated and the scene ids and sample count are always printed:
+``val`` (default) = the held-out scenes :data:`dsdrive.data.splits.DEFAULT_VAL_SCENES`, all of
+which must be in ``--data`` (a folder without them is an error, never a quiet substitute);
+``train`` = the other scenes; ``all`` = every scene given; or comma-separated scene ids.
+The command writes FILE.json (all figures) and FILE.md (the tables) and prints the tables.
+
+Only original samples are scored by default: the recorded ego, not mirrored
+(:attr:`dsdrive.data.types.PlanningSample.augmented` False). Agent-as-ego and mirrored samples
+(``dsdrive build --agents-as-ego --mirror``) of the selected scenes are left out and counted
+(printed, and ``num_augmented_excluded`` in the report) unless ``--include-augmented`` is given.
+
+ego_mlp without a checkpoint: with ``--train-ego-mlp-if-missing`` it is trained on the scenes of
+``--data`` that are neither evaluated nor held out, saved to ``FILE_ego_mlp/`` beside the report,
+and this is printed; without the flag it is an error. A planner whose checkpoint records training
+scenes that are evaluated here gets a warning and ``train_eval_overlap_scenes`` in the report.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dsdrive.evaluation.metrics.planning import HORIZON_STEPS, PROTOCOLS, complete_future_mask, evaluate_trajectories, summarize_by_command
-from dsdrive.planners.base import Planner
+from dsdrive.data.atomic_io import write_text_atomic
+from dsdrive.data.dataset import load_dataset_dir, load_samples, original_sample_mask
 from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
 from dsdrive.data.types import COMMANDS, FUTURE_STEPS, PlanningSample
+from dsdrive.evaluation.metrics.planning import (
+    HORIZON_STEPS,
+    PROTOCOL_TITLES,
+    PROTOCOLS,
+    complete_future_mask,
+    evaluate_trajectories,
+    summarize_by_command,
+)
+from dsdrive.planners.base import Planner, plan_samples  # noqa: F401 (plan_samples re-exported)
+from dsdrive.planners.registry import load_planner, parse_checkpoints, planner_names
 
-PROTOCOL_TITLES = {
-    "stp3": "ST-P3 protocol (running mean over steps up to t; VAD / SparseDrive / DistillDrive)",
-    "uniad": "UniAD protocol (value at step t)",
-}
+SCENE_HINT = "pass --scenes all to evaluate every scene given, or --scenes ID,ID to name scenes present"
 
 
-def select_scenes(scene_ids: list[str], spec: str, val_scenes: tuple[str, ...] | list[str] = DEFAULT_VAL_SCENES) -> list[str]:
-    """Scenes to evaluate from a ``--scenes`` value.
+def select_scenes(scene_ids: list[str], spec: str, val_scenes: tuple[str, ...] | list[str] = DEFAULT_VAL_SCENES,
+                  where: str = "the dataset") -> list[str]:
+    """Scenes to evaluate from a ``--scenes`` value; never a substitute for what was asked.
 
     Args:
         scene_ids: scene ids present in the dataset (duplicates allowed).
-        spec: ``val`` (held-out scenes, :func:`dsdrive.data.splits.split_scenes`), ``train``, ``all``,
-            or a comma-separated list of scene ids.
+        spec: ``val`` (every scene of ``val_scenes``; :func:`dsdrive.data.splits.split_scenes` with
+            ``strict=True``), ``train`` (the present scenes not in ``val_scenes``), ``all``, or a
+            comma-separated list of scene ids (kept in the given order).
+        val_scenes: the held-out scenes that ``val`` / ``train`` refer to.
+        where: the dataset's name (its folder) in error messages.
 
     Raises:
-        ValueError: a named scene is not in the dataset, or the selection is empty (lists
-            the available scenes).
+        ValueError: ``val`` and a held-out scene is absent, a named scene is absent, or the
+            selection is empty; the message names ``where``, the scenes expected and present.
     """
     present = sorted(set(scene_ids))
-    train, val = split_scenes(present, val_scenes)
     if spec == "val":
-        chosen = val
+        chosen = split_scenes(present, val_scenes, strict=True, where=f"{where} (--scenes val)", hint=SCENE_HINT)[1]
     elif spec == "train":
-        chosen = train
+        chosen = [s for s in present if s not in set(val_scenes)]
     elif spec == "all":
         chosen = present
     else:
-        chosen = [s.strip() for s in spec.split(",") if s.strip()]
+        chosen = list(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
         missing = [s for s in chosen if s not in present]
         if missing:
-            raise ValueError(f"--scenes {spec}: not in the dataset: {missing}; available: {present}")
+            raise ValueError(f"{where}: --scenes {spec}: not in the dataset: {missing}; available: {present}")
     if not chosen:
-        raise ValueError(f"--scenes {spec}: selects no scene; available: {present}")
+        raise ValueError(f"{where}: --scenes {spec}: selects no scene; available: {present}")
     return chosen
-
-
-def plan_samples(planner: Planner, samples: list[PlanningSample], batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Run ``planner`` on the samples' inputs (never their targets), in batches.
-
-    A planner marked ``privileged = True`` (the DistillDrive planning teacher, which reads
-    ground-truth agent futures) is given the whole samples through
-    ``compute_trajectories_privileged``; its results are flagged ``"privileged"``.
-
-    Returns:
-        (B, 6, 3) float32 ego-frame waypoints.
-
-    Raises:
-        ValueError: the planner returns a wrong shape or non-finite values (planner and sample named).
-    """
-    from tqdm import tqdm
-
-    out = np.zeros((len(samples), FUTURE_STEPS, 3), np.float32)
-    for start in tqdm(range(0, len(samples), batch_size), desc=f"plan {planner.name}", disable=not progress):
-        chunk = samples[start : start + batch_size]
-        if getattr(planner, "privileged", False):  # e.g. the DistillDrive planning teacher: reads GT agent futures
-            traj = np.asarray(planner.compute_trajectories_privileged(chunk), np.float32)
-        else:
-            traj = np.asarray(planner.compute_trajectories([s.inputs for s in chunk]), np.float32)
-        if traj.shape != (len(chunk), FUTURE_STEPS, 3):
-            raise ValueError(f"planner {planner.name}: returned {traj.shape}, expected ({len(chunk)}, {FUTURE_STEPS}, 3)")
-        bad = ~np.isfinite(traj).all(axis=(1, 2))
-        if bad.any():
-            raise ValueError(f"planner {planner.name}: non-finite waypoints for sample {chunk[int(np.argmax(bad))].sample_id}")
-        out[start : start + len(chunk)] = traj
-    return out
 
 
 def evaluate_planner(planner: Planner, samples: list[PlanningSample], batch_size: int = 64, progress: bool = True) -> dict:
@@ -157,13 +163,143 @@ def write_report(report: dict, out_json: str | Path) -> tuple[Path, Path]:
     The files are written to temporary names and renamed, so an interrupted run never leaves a
     half-written report over an earlier one.
     """
-    import json
+
 
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_md = out_json.with_suffix(".md")
-    from dsdrive.data.atomic_io import write_text_atomic
-
     for path, text in ((out_json, json.dumps(report, indent=2)), (out_md, render_markdown(report["planners"]))):
         write_text_atomic(path, text)
     return out_json, out_md
+
+
+@dataclass
+class OpenLoopRun:
+    """What one open-loop command evaluated, before anything is written.
+
+    Attributes:
+        report: the JSON report (``data``, ``scene_selection``, ``scenes``, ``num_samples``,
+            ``protocols``, ``planners``: name -> :func:`evaluate_planner` output + ``checkpoint``).
+        samples: the evaluated samples (every sample of ``scenes``, incomplete futures included).
+        planners: name -> the loaded planner, so a further report (tables, figures) can re-plan.
+    """
+
+    report: dict
+    samples: list[PlanningSample]
+    planners: dict[str, Planner] = field(default_factory=dict)
+
+
+def build_parser(prog: str = "dsdrive open-loop") -> argparse.ArgumentParser:
+    """The open-loop command line (also ``python eval/open_loop.py``); see the module docstring."""
+
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
+    ap.add_argument("--planner", nargs="+", required=True, choices=planner_names(), help="one or more planners")
+    ap.add_argument("--checkpoint", nargs="*", default=[], help="DIR, or NAME=DIR per trained planner")
+    ap.add_argument("--scenes", default="val", help="val (default: every held-out scene, %s) | train | all | comma-separated scene ids"
+                    % ",".join(DEFAULT_VAL_SCENES))
+    ap.add_argument("--include-augmented", action="store_true",
+                    help="also score agent-as-ego and mirrored samples (default: the recorded ego, un-mirrored, only)")
+    ap.add_argument("--train-ego-mlp-if-missing", action="store_true",
+                    help="train ego_mlp on the scenes neither evaluated nor held out if no checkpoint is given")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", required=True, help="report FILE.json; FILE.md is written beside it")
+    ap.add_argument("--report", default=None, metavar="DIR",
+                    help="also write the HTML report (worst samples drawn in BEV, per command and per scene) to DIR")
+    ap.add_argument("--report-worst", type=int, default=12, metavar="N", help="samples drawn in the HTML report (default 12)")
+    ap.add_argument("--cv-summary", default=None, metavar="FILE",
+                    help="cross-validation summary JSON whose 95%% intervals the HTML report shows beside the averages")
+    return ap
+
+
+def _train_ego_mlp(data: str, scene_ids: list[str], evaluated: list[str], out_json: Path, scenes_spec: str) -> str:
+    """Train ego_mlp on the scenes of ``data`` neither evaluated nor in ``DEFAULT_VAL_SCENES``;
+    returns its checkpoint folder (``FILE_ego_mlp`` beside the report)."""
+    from dsdrive.training.ego_mlp import train_ego_mlp_on_split  # transformers, only when training is asked for
+
+    held_out = sorted(set(evaluated) | (set(DEFAULT_VAL_SCENES) & set(scene_ids)))
+    if not set(scene_ids) - set(held_out):
+        raise ValueError(f"{data}: --train-ego-mlp-if-missing trains ego_mlp on scenes neither evaluated nor held out, and "
+                         f"--scenes {scenes_spec} leaves none of {sorted(set(scene_ids))}; pass --checkpoint ego_mlp=DIR")
+    ckpt = str(out_json.with_name(out_json.stem + "_ego_mlp"))
+    planner = train_ego_mlp_on_split(data, val_scenes=held_out)
+    planner.save(ckpt)
+    print(f"ego_mlp: no checkpoint given; trained on training scenes {planner.config.trained_on_scenes} "
+          f"({planner.config.num_train_samples} samples, final L1 {planner.config.final_train_loss:.3f}) -> {ckpt}")
+    return ckpt
+
+
+def run_open_loop(args: argparse.Namespace) -> OpenLoopRun:
+    """Select the scenes, load (or train) the planners and evaluate them; writes nothing but an
+    ego_mlp checkpoint trained on request.
+
+    Args:
+        args: :func:`build_parser` output.
+
+    Raises:
+        ValueError: a bad ``--checkpoint`` / ``--scenes`` value, ego_mlp without a checkpoint and
+            without ``--train-ego-mlp-if-missing``, or a planner returning bad waypoints.
+        FileNotFoundError: ``--data`` is not a planning dataset.
+    """
+
+    checkpoints = parse_checkpoints(args.checkpoint, args.planner)
+    ds = load_dataset_dir(args.data)
+    scene_ids = list(ds["scene_id"])
+    scenes = select_scenes(scene_ids, args.scenes, where=str(args.data))
+    include_augmented = bool(getattr(args, "include_augmented", False))
+    samples = load_samples(args.data, scenes=scenes, augmented=include_augmented)
+    in_scenes = set(scenes)
+    excluded = 0 if include_augmented else sum(not ok for sid, ok in zip(scene_ids, original_sample_mask(ds)) if sid in in_scenes)
+    print(f"{args.data}: evaluating {len(samples)} samples from {len(scenes)} scenes (--scenes {args.scenes}): {scenes}")
+    if excluded:
+        print(f"{args.data}: left out {excluded} augmented samples (agent-as-ego or mirrored) of these scenes; "
+              "pass --include-augmented to score them too")
+    report: dict = {"data": str(args.data), "scene_selection": args.scenes, "scenes": scenes, "num_samples": len(samples),
+                    "include_augmented": include_augmented, "num_augmented_excluded": excluded,
+                    "protocols": PROTOCOL_TITLES, "planners": {}}
+    run = OpenLoopRun(report, samples)
+    for name in args.planner:
+        ckpt = checkpoints.get(name)
+        if name == "ego_mlp" and ckpt is None:
+            if not args.train_ego_mlp_if_missing:
+                raise ValueError("ego_mlp needs --checkpoint [ego_mlp=]DIR (train one: `dsdrive ego-mlp --help`), "
+                                 "or pass --train-ego-mlp-if-missing to train it here on the training scenes")
+            ckpt = _train_ego_mlp(args.data, scene_ids, scenes, Path(args.out), args.scenes)
+        planner = run.planners[name] = load_planner(name, ckpt)
+        entry = evaluate_planner(planner, samples, batch_size=args.batch_size)
+        entry["checkpoint"] = ckpt
+        trained_on = getattr(getattr(planner, "config", None), "trained_on_scenes", None)
+        if trained_on:
+            entry["trained_on_scenes"] = list(trained_on)
+            overlap = sorted(set(trained_on) & set(scenes))
+            if overlap:
+                entry["train_eval_overlap_scenes"] = overlap
+                print(f"WARNING: {name} was trained on evaluated scenes {overlap}", file=sys.stderr)
+        report["planners"][name] = entry
+        print(f"{name}: {entry['num_evaluated']} samples scored, {entry['num_skipped_incomplete_future']} skipped (incomplete future)")
+    return run
+
+
+def main(argv: list[str] | None = None, prog: str = "dsdrive open-loop") -> int:
+    """``dsdrive open-loop`` / ``python eval/open_loop.py``: evaluate, write FILE.json + FILE.md,
+    print the tables. Returns 0, or 2 after a one-line error (bad data, scenes, checkpoints)."""
+    args = build_parser(prog).parse_args(argv)
+    try:
+        run = run_open_loop(args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    out_json, out_md = write_report(run.report, args.out)
+    print(render_markdown(run.report["planners"]))
+    print(f"wrote {out_json} and {out_md}")
+    if args.report:
+        from dsdrive.evaluation.open_loop_report import build_open_loop_report  # matplotlib only when asked
+
+        cv_summary = json.loads(Path(args.cv_summary).read_text()) if args.cv_summary else None
+        config = {"data": str(args.data), "scenes": run.report["scenes"], "checkpoints": {
+            name: entry.get("checkpoint") for name, entry in run.report["planners"].items()}}
+        student = "student" if "student" in run.planners else next(iter(run.planners))
+        index = build_open_loop_report(args.report, run.planners, run.samples, worst_n=args.report_worst,
+                                       student=student, config=config, cv_summary=cv_summary, batch_size=args.batch_size)
+        print(f"wrote {index}")
+    return 0

@@ -9,9 +9,14 @@ hand it the samples and to mark its rows as privileged: its L2 / collision are a
 reference for students, not a comparable planner. It never reads cameras, the ego history or the
 ego future (the latter only through the losses during training).
 
-Checkpoint folder (written by ``recipes/planning_teacher.py``): ``config.json`` +
-``model.safetensors`` (``PlanningTeacher.save_pretrained``; both vocabularies are buffers inside),
-plus ``planning_vocabulary.json`` and ``motion_vocabulary.json`` for other users.
+Checkpoint folder (written by ``dsdrive planning-teacher`` = ``recipes/planning_teacher.py``, a
+``transformers.Trainer`` run): ``config.json`` + ``model.safetensors``
+(``PlanningTeacher.save_pretrained``; both vocabularies are buffers inside), plus
+``planning_vocabulary.json`` and ``motion_vocabulary.json`` for other users; a Trainer
+``checkpoint-N/`` folder loads the same way. Out of its training range (unseen command, classes or
+map never seen, 60 m/s) its plans stay finite and within a 1 g kinematic envelope, but it has no
+speed input (DistillDrive: ego status is a target only), so at speeds far above training it plans
+as if slower (``tests/test_planner_robustness.py``).
 Waypoints: (6, 3) ``x, y, heading``, ego frame (x forward, y left), metres, radians.
 """
 

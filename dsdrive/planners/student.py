@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsdrive.planners.base import Planner
+from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, MetaAction
 from dsdrive.data.types import PlanningInputs
+from dsdrive.planners.base import Planner
+from dsdrive.student import StudentModel, StudentProcessor
+from dsdrive.student.bev import BevGrid, rasterize_risk
 
 
 class StudentPlanner(Planner):
@@ -33,8 +36,6 @@ class StudentPlanner(Planner):
     name = "student"
 
     def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", max_new_tokens: int = 160):
-        from dsdrive.student import StudentModel, StudentProcessor
-
         checkpoint_dir = Path(checkpoint_dir)
         if not (checkpoint_dir / "config.json").is_file():
             raise FileNotFoundError(f"{checkpoint_dir}/config.json: missing (not a student checkpoint folder)")
@@ -105,8 +106,6 @@ class StudentPlanner(Planner):
 def stated_meta_action(reasoning: str) -> str | None:
     """The meta-action a reasoning text states on its ``Plan: ...`` line (template
     ``prompts/reasoning/v1.jinja``), when it names one of the GPT-Driver / Agent-Driver classes."""
-    from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
-
     for line in reasoning.splitlines():
         if line.strip().lower().startswith("plan:"):
             stated = line.split(":", 1)[1].strip().rstrip(".").upper()
@@ -122,8 +121,6 @@ def stated_meta_action(reasoning: str) -> str | None:
 
 def meta_action_from_index(index: int) -> str:
     """Inverse of :attr:`dsdrive.annotation.schema.MetaAction.index`: class index -> ``"BEHAVIOUR with SPEED"``."""
-    from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, MetaAction
-
     return str(MetaAction(behaviour=BEHAVIOURS[index // len(SPEEDS)], speed=SPEEDS[index % len(SPEEDS)]))
 
 
@@ -137,8 +134,6 @@ def agent_risks(inputs: PlanningInputs, risk_map: np.ndarray, config) -> list[di
         inputs: the current agents (ego frame).
         risk_map: (H, W) predicted risk in [0, 1] on the student's BEV grid.
     """
-    from dsdrive.student.bev import BevGrid, rasterize_risk
-
     grid = BevGrid.from_config(config)
     out = []
     for i, agent_id in enumerate(inputs.agents.ids):

@@ -12,10 +12,11 @@ x in [-16, 48) m and y in [-32, 32) m on 32 x 32 cells of 2 m, i.e. 48 m ahead, 
 
 from __future__ import annotations
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
 from dsdrive.data.types import AGENT_TYPES, COMMANDS, FUTURE_STEPS, MAP_TYPES
+from dsdrive.student.backbone import tiny_qwen2_config
 
 DEFAULT_LOSS_WEIGHTS = {
     "waypoint_l1": 1.0,
@@ -57,6 +58,14 @@ class StudentConfig(PretrainedConfig):
         waypoint_cv_gate_init: initial pull of each mode towards the ego's constant-velocity
             rollout (0 = anchors + offsets only), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
         waypoint_use_ego: feed the ego kinematics straight to the waypoint head (and the CV prior).
+        use_ego_status: False = the ego-status ablation (AD-MLP, Zhai et al. 2023, arXiv 2305.10430;
+            Li et al., CVPR 2024, "Is Ego Status All You Need for Open-Loop End-to-End Autonomous
+            Driving?"): the student reads neither the ego status (speed, acceleration, yaw rate,
+            steering) nor the ego history anywhere. The processor masks both in the inputs (the
+            prompt then says "unknown" / "n/a"), the model zeroes the (B, 28) ego vector before the
+            scene encoder's ego token and gives the waypoint head no ego kinematics (no
+            constant-velocity pull or prior: anchors + offsets), so the plan comes from the agents,
+            the map, the command and the LLM only. True (default) changes nothing.
         plan_selection: how :meth:`StudentModel.plan` turns the command's modes into one plan:
             ``"best"`` = the highest-scoring mode (DistillDrive), ``"expected"`` = the mode-score
             weighted mean of the modes (the minimiser of the expected squared L2 under the
@@ -97,12 +106,11 @@ class StudentConfig(PretrainedConfig):
         waypoint_offset_scale: float = 2.0,
         waypoint_cv_gate_init: float = 0.5,
         waypoint_use_ego: bool = True,
+        use_ego_status: bool = True,
         plan_selection: str = "best",
         **kwargs,
     ):
         if backbone_config is None:
-            from dsdrive.student.backbone import tiny_qwen2_config
-
             backbone_config = tiny_qwen2_config(vocab_size=1024).to_dict()
         elif isinstance(backbone_config, PretrainedConfig):
             backbone_config = backbone_config.to_dict()
@@ -142,6 +150,7 @@ class StudentConfig(PretrainedConfig):
         self.waypoint_offset_scale = float(waypoint_offset_scale)
         self.waypoint_cv_gate_init = float(waypoint_cv_gate_init)
         self.waypoint_use_ego = bool(waypoint_use_ego)
+        self.use_ego_status = bool(use_ego_status)
         if plan_selection not in PLAN_SELECTIONS:
             raise ValueError(f"StudentConfig: field 'plan_selection' is {plan_selection!r}; expected one of {PLAN_SELECTIONS}")
         self.plan_selection = plan_selection
@@ -159,7 +168,5 @@ class StudentConfig(PretrainedConfig):
 
     def backbone_hf_config(self) -> PretrainedConfig:
         """The backbone config as a transformers config object (``AutoConfig.for_model``)."""
-        from transformers import AutoConfig
-
         d = dict(self.backbone_config)
         return AutoConfig.for_model(d.pop("model_type"), **d)

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from dsdrive.constants import STEP_SECONDS
 from dsdrive.student.bev import BevGrid
 from dsdrive.student.configuration_student import StudentConfig
 from dsdrive.student.risk_head import RiskHead, risk_l1_loss
@@ -86,7 +87,7 @@ class PlanOutput(ModelOutput):
 def default_anchors(num_commands: int = 3, modes: int = 6, steps: int = 6) -> np.ndarray:
     """Placeholder vocabulary (K, M, T, 2) before :meth:`StudentModel.set_planning_vocabulary`:
     constant speeds 0 ... 15 m/s, LEFT/RIGHT bending 4 m sideways at +3 s (COMMANDS order)."""
-    t = np.arange(1, steps + 1, dtype=np.float32) * 0.5
+    t = np.arange(1, steps + 1, dtype=np.float32) * STEP_SECONDS
     out = np.zeros((num_commands, modes, steps, 2), np.float32)
     for k, sign in enumerate((1.0, -1.0, 0.0)[:num_commands]):
         for m, v in enumerate(np.linspace(0.0, 15.0, modes)):
@@ -179,6 +180,8 @@ class StudentModel(PreTrainedModel):
 
     def _prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """[scene][prompt][queries] embeddings (B, L, H), mask (B, L), the BEV map, and the query start index."""
+        if not self.config.use_ego_status:  # ego-status ablation: the ego token sees no status / history
+            batch = {**batch, "ego": torch.zeros_like(batch["ego"])}
         tokens, tmask, bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS))
         emb_dtype = self.backbone.get_input_embeddings().weight.dtype
         scene = self.scene_proj(tokens).to(emb_dtype)
@@ -199,7 +202,8 @@ class StudentModel(PreTrainedModel):
     def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None):
         head_dtype = next(self.waypoint_head.parameters()).dtype
         q = query_states.to(head_dtype)
-        waypoints, logits = self.waypoint_head(q, self.anchors, ego if self.config.waypoint_use_ego else None)
+        use_ego = self.config.waypoint_use_ego and self.config.use_ego_status  # ablation: no kinematics, no CV pull
+        waypoints, logits = self.waypoint_head(q, self.anchors, ego if use_ego else None)
         meta = None
         if self.meta_action_head is not None:
             pooled = select_command(q.reshape(q.shape[0], self.config.num_commands, self.config.num_modes, -1), command).mean(1)
@@ -346,8 +350,6 @@ class StudentModel(PreTrainedModel):
 
 def register_auto() -> None:
     """Register ``dsdrive_student`` with AutoConfig / AutoModel (idempotent)."""
-    from transformers import AutoConfig, AutoModel
-
     try:
         AutoConfig.register(StudentConfig.model_type, StudentConfig)
     except ValueError:

@@ -18,13 +18,17 @@ reasoning_ids (B, R), reasoning_mask (B, R), risk_target (B, H, W), risk_valid (
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
+from dsdrive.annotation.meta_action import meta_action_from_trajectory
+from dsdrive.annotation.reasoning import render_reasoning, render_student_prompt
 from dsdrive.annotation.schema import Annotation
 from dsdrive.student.bev import BevGrid, rasterize_risk
 from dsdrive.student.configuration_student import StudentConfig
@@ -32,6 +36,19 @@ from dsdrive.data.types import AGENT_TYPES, COMMANDS, MAP_POINTS, MAP_TYPES, Pla
 
 PROCESSOR_FILE = "processor_config.json"
 TARGET_KEYS = ("ego_future", "ego_future_mask", "reasoning_ids", "reasoning_mask", "risk_target", "risk_valid", "meta_action")
+
+
+def without_ego_status(inputs: PlanningInputs) -> PlanningInputs:
+    """A copy of ``inputs`` whose ego status (6,) and ego history (4, 3) are zero and masked out
+    (masks all False): what the student reads under the ego-status ablation
+    (``StudentConfig.use_ego_status = False``). Agents, map, command and cameras are kept."""
+    return dataclasses.replace(
+        inputs,
+        ego_status=np.zeros_like(np.asarray(inputs.ego_status, np.float32)),
+        ego_status_mask=np.zeros(np.shape(inputs.ego_status_mask), bool),
+        ego_history=np.zeros_like(np.asarray(inputs.ego_history, np.float32)),
+        ego_history_mask=np.zeros(np.shape(inputs.ego_history_mask), bool),
+    )
 
 
 class SceneFeaturizer:
@@ -78,18 +95,6 @@ class SceneFeaturizer:
                 "command": np.int64(COMMANDS.index(inputs.command))}
 
 
-def _prompt_fn(inputs: PlanningInputs) -> str:
-    from dsdrive.annotation.reasoning import render_student_prompt
-
-    return render_student_prompt(inputs)
-
-
-def _reasoning_fn(annotation: dict) -> str:
-    from dsdrive.annotation.reasoning import render_reasoning
-
-    return render_reasoning(annotation)
-
-
 class StudentProcessor:
     """Tokenizer + scene featurizer of the student (see the module docstring for batch keys).
 
@@ -112,13 +117,17 @@ class StudentProcessor:
         self.featurizer = SceneFeaturizer(config)
         self.grid = self.featurizer.grid
         self.max_prompt_tokens, self.max_reasoning_tokens = max_prompt_tokens, max_reasoning_tokens
-        self.prompt_fn = prompt_fn or _prompt_fn
-        self.reasoning_fn = reasoning_fn or _reasoning_fn
+        self.prompt_fn = prompt_fn or render_student_prompt
+        self.reasoning_fn = reasoning_fn or render_reasoning
         self.meta_action_from_future = meta_action_from_future
 
     # ---------------------------------------------------------------- per item
     def encode_inputs(self, inputs: PlanningInputs) -> dict:
-        """Scene features + prompt ids of one PlanningInputs (what :meth:`StudentModel.plan` needs)."""
+        """Scene features + prompt ids of one PlanningInputs (what :meth:`StudentModel.plan` needs).
+        Under the ego-status ablation (``config.use_ego_status`` False) the ego status and history
+        are masked first (:func:`without_ego_status`), so neither the features nor the prompt hold them."""
+        if not getattr(self.config, "use_ego_status", True):
+            inputs = without_ego_status(inputs)
         feats = self.featurizer(inputs)
         ids = self.tokenizer(self.prompt_fn(inputs), add_special_tokens=False)["input_ids"][: self.max_prompt_tokens]
         feats["prompt_ids"] = np.asarray(ids, np.int64)
@@ -149,8 +158,6 @@ class StudentProcessor:
             feats["risk_valid"] = True
             feats["meta_action"] = np.int64(ann.meta_action.index)
         elif self.meta_action_from_future and bool(np.all(t.ego_future_mask)):
-            from dsdrive.annotation.meta_action import meta_action_from_trajectory
-
             inp = sample.inputs
             speed = inp.speed if bool(np.all(inp.ego_status_mask[:2])) else None
             history = inp.ego_history if bool(inp.ego_history_mask[-1]) else None  # as the rule teacher does
@@ -234,8 +241,6 @@ class StudentProcessor:
         Raises:
             FileNotFoundError: a file is missing, naming it.
         """
-        from transformers import AutoTokenizer
-
         directory = Path(directory)
         pfile = directory / PROCESSOR_FILE
         if not pfile.is_file():

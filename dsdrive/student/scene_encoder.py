@@ -23,6 +23,8 @@ import math
 import torch
 from torch import nn
 
+from dsdrive.constants import EGO_LENGTH_M, EGO_WIDTH_M
+from dsdrive.layers import sine_embedding
 from dsdrive.student.bev import BevGrid, agent_points, scatter_to_bev
 from dsdrive.student.waypoint_head import STATUS_SCALE
 
@@ -31,17 +33,6 @@ EGO_FEATURES = 28
 ego_history_mask (4); masks as 0/1 floats."""
 AGENT_FEATURES = 9
 """agent vector: box (7) + velocity (2)."""
-EGO_LENGTH_M, EGO_WIDTH_M = 4.084, 1.85
-"""Ego footprint (nuScenes / DistillDrive collision box) for the BEV splat."""
-
-
-def sine_embedding(xy: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
-    """(..., 2) positions (m) -> (..., dim) sine/cosine embedding (Transformer / DETR style), dim % 4 == 0."""
-    quarter = dim // 4
-    freq = torch.exp(torch.arange(quarter, device=xy.device, dtype=xy.dtype) * (-math.log(1000.0) / max(quarter, 1)))
-    a = (xy[..., :1] / scale) * freq * math.pi
-    b = (xy[..., 1:2] / scale) * freq * math.pi
-    return torch.cat([a.sin(), a.cos(), b.sin(), b.cos()], -1)
 
 
 def _mlp(i: int, o: int) -> nn.Sequential:
@@ -112,7 +103,9 @@ class SceneEncoder(nn.Module):
         mp_tok = self._map_tokens(map_points, map_types)
         tokens = torch.cat([ego_tok + self.token_kind.weight[0], ag_tok + self.token_kind.weight[1], mp_tok + self.token_kind.weight[2]], 1)
         pos = torch.cat([ego.new_zeros(b, 1, 2), agents[..., :2], map_points.mean(-2)], 1)
-        tokens = tokens + self.pos_mlp(sine_embedding(pos, self.dim, self.scale))
+        # dim/4 frequencies pi / 1000**(4i/dim) per coordinate, blocks [sin x, cos x, sin y, cos y]
+        pos_emb = sine_embedding(pos / self.scale, self.dim // 2, temperature=1000.0, scale=math.pi, interleave=False)
+        tokens = tokens + self.pos_mlp(pos_emb)
         mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=ego.device), agents_mask.bool(), map_mask.bool()], 1)
         tokens = self.norm(self.encoder(tokens, src_key_padding_mask=~mask))
         tokens = tokens * mask[..., None].to(tokens.dtype)

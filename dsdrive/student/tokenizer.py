@@ -14,6 +14,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from dsdrive.annotation.reasoning import render_reasoning, render_student_prompt
+
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 
@@ -21,8 +23,6 @@ SPECIAL_TOKENS = [PAD, BOS, EOS]
 def student_corpus(samples) -> list[str]:
     """Prompt (:func:`dsdrive.annotation.reasoning.render_student_prompt`, inputs only) and reasoning
     (:func:`dsdrive.annotation.reasoning.render_reasoning`, for annotated samples) texts of PlanningSamples."""
-    from dsdrive.annotation.reasoning import render_reasoning, render_student_prompt
-
     texts = []
     for s in samples:
         texts.append(render_student_prompt(s.inputs))

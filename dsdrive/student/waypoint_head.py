@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from dsdrive.constants import FUTURE_STEPS, STEP_SECONDS
+from dsdrive.layers import trajectory_yaw_tensor
 
 EGO_KINEMATIC_FEATURES = 10
 """Ego kinematics fed straight to the waypoint head (:func:`ego_kinematics`): vx, vy (m/s / 10),
@@ -24,7 +26,7 @@ STATUS_SCALE = (10.0, 10.0, 3.0, 3.0, 0.5, 1.0)
 """Divisors of :data:`dsdrive.data.types.EGO_STATUS_FIELDS` bringing each to O(1)."""
 
 
-def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = 6, dt: float = 0.5) -> torch.Tensor:
+def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEPS, dt: float = STEP_SECONDS) -> torch.Tensor:
     """Constant-velocity rollout of the ego's CURRENT velocity (no future input): (B, 28) ego vector
     (:data:`dsdrive.student.scene_encoder.EGO_FEATURES` layout, vx, vy first, their masks at 6, 7)
     -> (B, T, 2) cumulative x, y (metres, ego frame) at +dt ... +T*dt s; 0 where vx/vy is missing.
@@ -142,20 +144,7 @@ def waypoint_losses(waypoints: torch.Tensor, logits: torch.Tensor, command: torc
     return l1, ce
 
 
-def with_heading(xy: torch.Tensor, min_step_m: float = 0.1) -> torch.Tensor:
-    """(..., T, 2) waypoints -> (..., T, 3) with heading from finite differences (rad, ego frame).
-
-    Heading at step t is atan2 of the displacement from step t-1 (the origin for t = 0); a
-    displacement shorter than ``min_step_m`` keeps the previous heading (0 at the start), so a
-    stopped plan does not spin.
-    """
-    prev = torch.cat([torch.zeros_like(xy[..., :1, :]), xy[..., :-1, :]], -2)
-    d = xy - prev
-    raw = torch.atan2(d[..., 1], d[..., 0])
-    moving = d.norm(dim=-1) >= min_step_m
-    heads = []
-    last = torch.zeros_like(raw[..., 0])
-    for t in range(xy.shape[-2]):
-        last = torch.where(moving[..., t], raw[..., t], last)
-        heads.append(last)
-    return torch.cat([xy, torch.stack(heads, -1)[..., None]], -1)
+def with_heading(xy: torch.Tensor) -> torch.Tensor:
+    """(..., T, 2) ego-frame waypoints (m) -> (..., T, 3) with the heading (rad) of
+    :func:`dsdrive.geometry.trajectory_yaw` (start yaw 0; no gradient through the heading)."""
+    return torch.cat([xy, trajectory_yaw_tensor(xy)[..., None]], -1)

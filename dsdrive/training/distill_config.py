@@ -7,6 +7,8 @@ Groups (every field has ``metadata["help"]``):
   ``reasoning_ce_weight``, ``risk_l1_weight``, ``meta_action_ce_weight``.
 * **Student size**: backbone (``backbone_path`` or the embedded tiny Qwen2 ``tiny_*``), scene
   encoder, BEV grid, RiskHead, caps, text lengths.
+* **Ego-status ablation**: ``use_ego_status`` (default true); ``--use_ego_status false`` trains a
+  student that never reads the ego status or history (``StudentConfig.use_ego_status``).
 * **LoRA / QLoRA**: ``use_lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``,
   ``lora_target_modules``, ``quantization``.
 * **Planning KD** (DistillDrive, :mod:`dsdrive.training.planning_kd`): ``planning_kd_teacher`` (off when
@@ -37,6 +39,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
 from transformers import TrainingArguments
 
 ANNOTATION_COLUMN = "annotation"
@@ -59,8 +62,6 @@ def resolve_backbone_path(value: str) -> Path:
             raise ValueError(f"DistillConfig: backbone_path={value!r} is a folder without config.json (expected a saved causal LM)")
         return p
     if not p.exists() and value.count("/") == 1 and not value.startswith((".", "/", "~")):
-        from huggingface_hub import snapshot_download
-
         try:
             snap = Path(snapshot_download(value, local_files_only=True))
         except Exception:  # noqa: BLE001 - any miss (not cached, bad id) gets the same clear error
@@ -128,6 +129,7 @@ class DistillConfig(TrainingArguments):
     risk_points: int = field(default=4, metadata={"help": "sampling points per head in the RiskHead"})
     plan_selection: str = field(default="best", metadata={"help": "student plan: 'best' mode or 'expected' (score-weighted mean of the modes)"})
     waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
+    use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompt truncation length"})
     max_reasoning_tokens: int = field(default=256, metadata={"help": "reasoning truncation length"})
     # LoRA / QLoRA
@@ -212,4 +214,4 @@ class DistillConfig(TrainingArguments):
                     bev_height=self.bev_size, bev_width=self.bev_size, risk_layers=self.risk_layers, risk_points=self.risk_points,
                     risk_footprint_weight=self.risk_footprint_weight, use_meta_action_head=self.meta_action_ce_weight > 0,
                     waypoint_cv_gate_init=self.waypoint_cv_gate_init, plan_selection=self.plan_selection,
-                    loss_weights=self.loss_weights())
+                    use_ego_status=self.use_ego_status, loss_weights=self.loss_weights())

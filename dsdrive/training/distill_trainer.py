@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 from transformers import Trainer
 
 from dsdrive.training.planning_kd import KD_TERMS, planning_kd_terms, pop_teacher_outputs
@@ -30,8 +31,6 @@ class EncodedSamples(Dataset):
     """PlanningSamples encoded once by a StudentProcessor (inputs + targets per item, numpy)."""
 
     def __init__(self, samples: list[PlanningSample], processor):
-        from tqdm import tqdm
-
         self.items = [processor.encode_sample(s) for s in tqdm(samples, desc="encode", unit="sample", leave=False)]
 
     def __len__(self) -> int:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from dsdrive.distilldrive.kd import PlanningKD
@@ -173,8 +174,6 @@ def drop_planning_kd(model: nn.Module, out_dir: str | Path | None = None) -> nn.
     kd = getattr(base, "planning_kd", None)
     if kd is not None:
         if out_dir is not None:
-            from safetensors.torch import save_file
-
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             save_file({k: v.detach().cpu().contiguous() for k, v in kd.state_dict().items()}, str(Path(out_dir) / ADAPTER_FILE))
         del base.planning_kd

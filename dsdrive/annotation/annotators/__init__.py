@@ -1,7 +1,7 @@
-"""Teachers that annotate planning samples (see :mod:`dsdrive.annotation.annotators.base`).
+"""Annotators that label planning samples (see :mod:`dsdrive.annotation.annotators.base`).
 
-:func:`build_annotator` maps a ``dsdrive annotate --teacher NAME`` to a teacher instance. Annotator
-modules are imported lazily, so the rule teacher never pulls in transformers or openai.
+:func:`build_annotator` maps a ``dsdrive annotate --teacher NAME`` to an annotator instance. Annotator
+modules are imported lazily, so the rule annotator never pulls in transformers or openai.
 """
 
 from __future__ import annotations
@@ -21,30 +21,30 @@ OPTION_KEYS = (
     "model", "prompt", "batch_size", "concurrency", "base_url", "max_pixels", "min_pixels", "load_in_4bit",
     "load_in_8bit", "hindsight", "max_new_tokens", "max_tokens", "max_retries", "timeout",
 )
-"""``dsdrive annotate`` options handed to a teacher's constructor when it takes them."""
+"""``dsdrive annotate`` options handed to an annotator's constructor when it takes them."""
 
 
 def build_annotator(name: str, args: argparse.Namespace | None = None):
-    """Instantiate the teacher ``name`` from parsed ``dsdrive annotate`` options.
+    """Instantiate the annotator ``name`` from parsed ``dsdrive annotate`` options.
 
     ``rule`` takes no options. The others are built by ``cls.from_args(args)`` when the class
     defines it, else ``cls(**options)`` with those of :data:`OPTION_KEYS` that are set and that
     its constructor takes (others are reported on stderr as ignored).
 
     Raises:
-        ValueError: unknown teacher name (lists the known ones), or ``--model`` missing.
-        ImportError: the teacher's module or class is missing or fails to import, with the
+        ValueError: unknown annotator name (lists the known ones), or ``--model`` missing.
+        ImportError: the annotator's module or class is missing or fails to import, with the
             original error and what to install.
     """
     if name not in ANNOTATORS:
-        raise ValueError(f"--teacher {name!r}: unknown teacher; choose one of {sorted(ANNOTATORS)}")
+        raise ValueError(f"--teacher {name!r}: unknown annotator; choose one of {sorted(ANNOTATORS)}")
     module_name, class_name = ANNOTATORS[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ImportError(
             f"--teacher {name}: cannot import {module_name} ({type(e).__name__}: {e}). "
-            "Is the teacher implemented in this checkout and are its dependencies installed "
+            "Is the annotator implemented in this checkout and are its dependencies installed "
             "(`pip install -e .` installs transformers, qwen-vl-utils, openai)?"
         ) from e
     cls = getattr(module, class_name, None)

@@ -1,7 +1,7 @@
-"""The teacher interface: rule, local VLM and OpenAI-compatible teachers all fill one schema.
+"""The annotator interface: rule, local VLM and OpenAI-compatible teachers all fill one schema.
 
-A teacher reads whole :class:`dsdrive.data.types.PlanningSample` objects (teachers may be privileged:
-the rule teacher reads the ground-truth future) and returns, per sample and in order, either an
+An annotator reads whole :class:`dsdrive.data.types.PlanningSample` objects (annotators may be privileged:
+the rule annotator reads the ground-truth future) and returns, per sample and in order, either an
 :class:`dsdrive.annotation.schema.Annotation` or an :class:`dsdrive.annotation.schema.AnnotationFailure`
 (never nothing: a failure is recorded with its reason and the raw text).
 """
@@ -17,7 +17,7 @@ from dsdrive.data.types import PlanningSample
 
 @dataclass
 class AnnotatorUsage:
-    """Running totals of a teacher's work (tokens are 0 for the rule teacher)."""
+    """Running totals of an annotator's work (tokens are 0 for the rule annotator)."""
 
     tokens_in: int = 0
     tokens_out: int = 0
@@ -25,7 +25,7 @@ class AnnotatorUsage:
 
 
 class Annotator(ABC):
-    """Base class of every teacher.
+    """Base class of every annotator.
 
     Attributes:
         teacher_id: stored in every annotation (e.g. ``rule``, ``qwen-vl:<path>``).

@@ -22,6 +22,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from dsdrive.annotation.annotators.vlm_common import Message, VLMAnnotator
@@ -51,8 +52,6 @@ def read_api_key(base_url: str | None) -> str:
 
 def _retryable(exc: BaseException) -> bool:
     """429, 5xx, timeouts and connection errors are worth retrying; other errors are not."""
-    import openai
-
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
@@ -70,7 +69,7 @@ def image_data_url(image) -> str:
 
 
 class OpenAIAnnotator(VLMAnnotator):
-    """VLM teacher over an OpenAI-compatible chat-completions endpoint.
+    """VLM annotator over an OpenAI-compatible chat-completions endpoint.
 
     Args:
         model: model name the endpoint serves (e.g. ``gpt-4o``, ``qwen-vl-max``).
@@ -105,8 +104,6 @@ class OpenAIAnnotator(VLMAnnotator):
         super().__init__(f"openai:{model}", prompt=prompt, hindsight=hindsight)
         if concurrency < 1 or max_retries < 0:
             raise ValueError(f"OpenAIAnnotator: concurrency={concurrency} must be >= 1 and max_retries={max_retries} >= 0")
-        import openai
-
         key = read_api_key(base_url)
         self._secrets.append(key)
         self.model, self.concurrency, self.max_retries = model, concurrency, max_retries

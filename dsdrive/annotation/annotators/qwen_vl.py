@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 
 import torch
+from qwen_vl_utils import process_vision_info, smart_resize
+from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
 from dsdrive.annotation.annotators.vlm_common import Message, VLMAnnotator
 
@@ -41,8 +43,6 @@ def _quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: str):
             f"device is {device!r} and torch.cuda.is_available() is {torch.cuda.is_available()}. "
             "Drop the flag to run in full precision on CPU."
         )
-    from transformers import BitsAndBytesConfig
-
     if load_in_4bit:
         return BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True
@@ -91,8 +91,6 @@ class QwenVLAnnotator(VLMAnnotator):
                 f"QwenVLAnnotator: batch_size={batch_size} and max_new_tokens={max_new_tokens} must be >= 1 "
                 f"and 0 < min_pixels={min_pixels} <= max_pixels={max_pixels}"
             )
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         quant = _quantization_config(load_in_4bit, load_in_8bit, self.device)
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
@@ -119,8 +117,6 @@ class QwenVLAnnotator(VLMAnnotator):
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
 
     def _seen_size(self, width: int, height: int) -> tuple[int, int]:
-        from qwen_vl_utils import smart_resize
-
         h, w = smart_resize(height, width, factor=28, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         return w, h
 
@@ -141,8 +137,6 @@ class QwenVLAnnotator(VLMAnnotator):
 
     @torch.inference_mode()
     def _generate(self, convs: list[list[Message]]) -> list[str]:
-        from qwen_vl_utils import process_vision_info
-
         msgs = [self._qwen_messages(c) for c in convs]
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in msgs]
         images, _ = process_vision_info(msgs)

@@ -1,4 +1,4 @@
-"""The privileged rule teacher: annotations computed from ground truth (GPT-Driver / Agent-Driver).
+"""The privileged rule annotator: annotations computed from ground truth (GPT-Driver / Agent-Driver).
 
 GPT-Driver (arXiv 2310.01415) and Agent-Driver (arXiv 2311.10813) generate their chain-of-thought
 labels by rules over the nuScenes ground truth: notable objects by a collision test of the ego's
@@ -69,7 +69,7 @@ def motion_phrase(vx: float, vy: float, ego_speed: float) -> str:
 
 
 class RuleAnnotator(Annotator):
-    """Ground-truth rule teacher (privileged, hindsight). See the module docstring."""
+    """Ground-truth rule annotator (privileged, hindsight). See the module docstring."""
 
     teacher_id = "rule"
     prompt_version = "rule/v1"

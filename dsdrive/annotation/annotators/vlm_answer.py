@@ -1,4 +1,4 @@
-"""The JSON answers a VLM teacher must give, and their conversion to :class:`Annotation`.
+"""The JSON answers a VLM annotator must give, and their conversion to :class:`Annotation`.
 
 Two answer schemas, chosen by the prompt file's header (``schema=cot`` or ``schema=risk``):
 

@@ -1,12 +1,12 @@
-"""What the VLM teachers share: versioned prompts, the ask / re-ask loop, failure records.
+"""What the VLM annotators share: versioned prompts, the ask / re-ask loop, failure records.
 
-A VLM teacher (local Qwen2.5-VL: :mod:`dsdrive.annotation.annotators.qwen_vl`; any OpenAI-compatible
+A VLM annotator (local Qwen2.5-VL: :mod:`dsdrive.annotation.annotators.qwen_vl`; any OpenAI-compatible
 endpoint: :mod:`dsdrive.annotation.annotators.openai_api`) shows a sample's camera images (or, for a sample
 without cameras, a BEV rendering: :mod:`dsdrive.annotation.bev_render`) and a text context built from
 :class:`dsdrive.data.types.PlanningInputs` (ego status, command, history, nearest agents; with
 ``hindsight`` also the ground-truth future, VLM-AD style) through a prompt file
 ``prompts/teacher/<name>.jinja``. The answer must be JSON (:mod:`dsdrive.annotation.annotators.vlm_answer`);
-if it is not valid the teacher asks once more, quoting the validation error; if it is still
+if it is not valid the annotator asks once more, quoting the validation error; if it is still
 invalid the sample gets an :class:`AnnotationFailure` with the reason and the raw text.
 
 Prompt files: a header ``{#- dsdrive-prompt: version=1 schema=cot|risk hindsight=true|false -#}``
@@ -26,14 +26,14 @@ import jinja2
 import numpy as np
 from PIL import Image
 
+from dsdrive.annotation.bev_render import render_bev
+from dsdrive.annotation.scene_context import agent_alias, nearest_agents
 from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, Annotation, AnnotationFailure
 from dsdrive.data.paths import PROMPTS_DIR
 from dsdrive.annotation.annotators.base import Annotator
 from dsdrive.annotation.annotators.vlm_answer import AnswerContext, AnswerError, parse_answer
 from dsdrive.data.types import EGO_STATUS_FIELDS, HISTORY_STEPS, STEP_SECONDS, PlanningSample
 
-MAX_CONTEXT_AGENTS = 12
-"""Nearest agents listed in the text context (and drawn with ids on a BEV image)."""
 _HEADER = re.compile(r"\{#-?\s*dsdrive-prompt:(?P<fields>[^#]*)-?#\}")
 
 Message = dict[str, Any]
@@ -95,25 +95,12 @@ def load_prompt(name: str, prompts_dir: str | Path | None = None) -> TeacherProm
     return TeacherPrompt(name, fields["version"], fields["schema"], fields.get("hindsight", "false") == "true", template)
 
 
-def nearest_agents(sample: PlanningSample, k: int = MAX_CONTEXT_AGENTS) -> list[int]:
-    """Indices of the ``k`` agents nearest to the ego (ego-frame distance), nearest first."""
-    boxes = sample.inputs.agents.boxes
-    if len(boxes) == 0:
-        return []
-    return list(np.argsort(np.hypot(boxes[:, 0], boxes[:, 1]))[:k])
-
-
-def agent_alias(rank: int) -> str:
-    """Short name of the ``rank``-th nearest agent (``A1``, ``A2`` ...) used in prompts and on BEV
-    images instead of long track ids; answers are mapped back to the real ids."""
-    return f"A{rank + 1}"
-
-
 def prompt_variables(sample: PlanningSample, images: list[tuple[str, int, int]], hindsight: bool) -> dict[str, Any]:
     """Template variables of one sample.
 
-    The :data:`MAX_CONTEXT_AGENTS` nearest agents are listed as ``agents`` with ``id`` = their
-    alias (:func:`agent_alias`) and ``agent_id`` = the real track id.
+    The :data:`~dsdrive.annotation.scene_context.MAX_CONTEXT_AGENTS` nearest agents are listed as
+    ``agents`` with ``id`` = their alias (:func:`~dsdrive.annotation.scene_context.agent_alias`) and
+    ``agent_id`` = the real track id.
 
     Args:
         sample: the sample (ego frame: x forward, y left, metres).
@@ -167,7 +154,7 @@ def prompt_variables(sample: PlanningSample, images: list[tuple[str, int, int]],
 
 
 class VLMAnnotator(Annotator):
-    """Base of the VLM teachers: builds conversations, parses, re-asks once, records failures.
+    """Base of the VLM annotators: builds conversations, parses, re-asks once, records failures.
 
     Subclasses implement :meth:`_chat` (answer a list of conversations) and :meth:`_seen_size`
     (the pixel size at which the model sees an image). Secrets registered in ``_secrets`` are
@@ -180,7 +167,7 @@ class VLMAnnotator(Annotator):
             prompt = "dsdrive_cot_hindsight_v1"
         self.prompt = load_prompt(prompt)
         if self.prompt.hindsight != hindsight:
-            raise ValueError(f"prompt {prompt!r} has hindsight={self.prompt.hindsight} but the teacher was given hindsight={hindsight}")
+            raise ValueError(f"prompt {prompt!r} has hindsight={self.prompt.hindsight} but the annotator was given hindsight={hindsight}")
         self.hindsight = hindsight
         self.teacher_id = teacher_id
         self.prompt_version = self.prompt.prompt_version
@@ -207,8 +194,6 @@ class VLMAnnotator(Annotator):
     def _images(self, sample: PlanningSample) -> list[tuple[str, Image.Image]]:
         """The sample's camera images (RGB), else its BEV rendering; raises FileNotFoundError."""
         if not sample.inputs.cameras:
-            from dsdrive.annotation.bev_render import render_bev
-
             return [("BEV", render_bev(sample))]
         out = []
         for cam in sample.inputs.cameras:

@@ -1,50 +1,42 @@
 """Simulator state -> :class:`dsdrive.data.types.PlanningInputs` (what a planner may see; no future).
 
 The rollout (:mod:`dsdrive.evaluation.closed_loop.rollout`) keeps the ego's own driven states (10 Hz) and, every
-0.5 s, asks this module for the planner's inputs, built with the conventions of the ScenarioNet
-builder (:func:`data_builders.scenarionet.build_scene`) so that a planner trained on ScenarioNet
-samples sees the same kind of input in closed loop:
+0.5 s, asks this module for the planner's inputs. This module only gathers the simulator's
+state into a :class:`dsdrive.data.world_state.WorldState` and calls
+:func:`dsdrive.data.world_state.planning_inputs_from_world`, the function the builders call too,
+so a planner sees in closed loop exactly the kind of input it was trained on (see that module
+for every convention: ego frame, history, status, agents, map, command). What is simulator-
+specific, and decided here:
 
-* **Ego frame** of the current sim time: x forward, y left, origin at the ego position, heading
-  0 along +x (:func:`dsdrive.geometry.global_to_ego`). The simulator frame is MetaDrive's
-  *centralised* scenario frame (global map metres minus the ego's initial position, axes
-  unchanged; checked against the log at replay).
-* ``ego_history``: the ego's own simulated poses at -2.0, -1.5, -1.0, -0.5 s; masked before the
-  rollout start (the logs start at the rollout start).
-* ``ego_status``: vx, vy (ego frame); ax, ay and yaw rate from *backward* differences over
-  0.5 s, as the builder computes them from the log; steering 0 with mask False (ScenarioNet logs
-  have none, so planners are trained without it).
-* ``command``: from the *route* (the logged ego path, what a navigation system gives): the route
-  point ``lookahead`` metres ahead of the ego's projection on the route, in the ego frame, through
-  the +-2 m lateral rule of :func:`dsdrive.data.types.command_from_future` (VAD/SparseDrive).
-* ``agents``: the simulated objects (replayed or reactive) within :data:`AGENT_ROI_M`, nearest
-  first (the builder's ``radius``).
-* ``map``: :class:`data_builders.scenarionet_map.MapIndex` with the builder's defaults (ROI box
-  |x| <= 50 m, |y| <= 30 m, at most 100 polylines, nearest first, 20 points each).
+* **Frame**: MetaDrive's *centralised* scenario frame (global map metres minus the ego's
+  initial position, axes unchanged; checked against the log at replay). The map and the route
+  come from the same scenario dict, so they are in the same frame.
+* **Ego track**: the ego's simulated states from the rollout start (= log step 0), at
+  ``SIM_DT`` = 0.1 s, with MetaDrive's velocity; no steering measurement (ScenarioNet logs have
+  none, so planners are trained without it).
+* **Route** (command source): the logged ego path on the log clock (step x ``SIM_DT``)
+  (:class:`ScenarioLog`); the command is the route point the log reaches 3 s after the ego's
+  place on it, which at logged times on the logged path is the builders' +3 s rule exactly.
+* **Heights**: MetaDrive objects carry no box-centre height, so box z comes from the log: each
+  agent's logged z at the current step (its nearest valid step; an object the log lacks rests
+  on the ego's ground, z = ego z + height / 2) minus the logged ego z at the ego's place on the
+  route, as in training samples.
+* **Options**: :class:`dsdrive.data.world_state.FeatureOptions` defaults, the builders' defaults
+  (agents within 50 m, map box |x| <= 50 m, |y| <= 30 m, at most 100 polylines).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dsdrive.geometry import global_to_ego, rotate_vectors, wrap_angle
-from dsdrive.data.types import (
-    AGENT_TYPES,
-    EGO_STATUS_FIELDS,
-    HISTORY_STEPS,
-    STEP_SECONDS,
-    Agents,
-    MapPolylines,
-    PlanningInputs,
-    command_from_future,
-)
+from dsdrive.constants import METADRIVE_EGO_LENGTH_M, METADRIVE_EGO_WIDTH_M, SIM_DT
+from dsdrive.data.map_index import MapIndex, map_type_of
+from dsdrive.data.types import AGENT_TYPES, PlanningInputs
+from dsdrive.data.world_state import AgentState, EgoTrack, FeatureOptions, Route, WorldState, planning_inputs_from_world
 
-AGENT_ROI_M = 50.0
-"""Agents farther than this from the ego (m) are left out (``BuildOptions.radius``)."""
-SIM_DT = 0.1
-"""Seconds per simulator step (MetaDrive: 0.02 s physics x decision_repeat 5; ScenarioNet 10 Hz)."""
+__all__ = ["AgentState", "EgoState", "MapCache", "ScenarioLog", "agent_type_of", "build_planning_inputs"]
 
 
 def agent_type_of(metadrive_type: str) -> str:
@@ -53,24 +45,14 @@ def agent_type_of(metadrive_type: str) -> str:
     return t if t in AGENT_TYPES else "OTHER"
 
 
-class _MapSkips:
-    """Collects malformed-map-feature messages with ``BuildReport.skip``'s signature."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def skip(self, kind, file, reason, scene_id="", step=None, code=None) -> None:
-        """Record a skipped agent/step (the builder's report interface) as a message."""
-        self.messages.append(f"{kind}: {reason}")
-
-
 @dataclass
 class MapCache:
-    """A scenario's map in the simulator frame: the builder's ``MapIndex`` (planner input), the
-    raw polylines (BEV plots) and the lane-surface polygons (drivable area, DAC).
+    """A scenario's map in the simulator frame: the :class:`~dsdrive.data.map_index.MapIndex` the
+    planner inputs are queried from, the raw polylines (BEV plots) and the lane-surface polygons
+    (drivable area, DAC).
 
     Attributes:
-        index: :class:`data_builders.scenarionet_map.MapIndex` over the features.
+        index: :class:`dsdrive.data.map_index.MapIndex` over the features.
         types: K dsdrive map types of ``polylines``.
         polylines: K arrays (P_k, 2), metres, simulator frame.
         lane_polygons: lane-surface polygons (P, 2) where the scenario has them.
@@ -78,7 +60,7 @@ class MapCache:
         skipped: messages about malformed map features (left out).
     """
 
-    index: object
+    index: MapIndex
     types: list[str]
     polylines: list[np.ndarray]
     lane_polygons: list[np.ndarray]
@@ -87,12 +69,10 @@ class MapCache:
 
     @classmethod
     def from_scenario(cls, scenario: dict, name: str = "scenario") -> "MapCache":
-        """Read ``scenario['map_features']`` (ScenarioNet dict, simulator frame)."""
-        from data_builders.scenarionet_map import MapIndex, map_type_of
-
-        skips = _MapSkips()
+        """Read ``scenario['map_features']`` (ScenarioNet dict, simulator frame); ``name`` (the
+        scenario file) prefixes the messages about skipped features."""
         feats = dict(scenario.get("map_features") or {})
-        index = MapIndex.from_features(feats, name, "", skips)
+        index = MapIndex.from_features(feats)
         types, lines, polys, rings = [], [], [], []
         for fid, feat in feats.items():
             if not isinstance(feat, dict):
@@ -110,38 +90,7 @@ class MapCache:
                 lines.append(pts)
                 if str(fid).startswith("boundary_"):
                     rings.append(pts)
-        return cls(index, types, lines, polys, rings, skips.messages)
-
-    def in_ego_frame(self, ego_xy: np.ndarray, ego_yaw: float) -> MapPolylines:
-        """Map polylines around the ego in its frame, (M, 20, 2), as the ScenarioNet builder makes them."""
-        from data_builders.scenarionet import BuildOptions
-
-        opts = BuildOptions()
-        return self.index.polylines_at(np.asarray(ego_xy, np.float64)[:2], float(ego_yaw), opts.map_roi, opts.max_polylines)
-
-
-@dataclass
-class AgentState:
-    """Simulated objects at one time, simulator frame.
-
-    Attributes:
-        ids: N scenario track ids.
-        types: N :data:`dsdrive.data.types.AGENT_TYPES`.
-        xy: (N, 2) box centres (m); yaw: (N,) rad; lwh: (N, 3) length, width, height (m).
-        velocity: (N, 2) m/s, simulator frame.
-    """
-
-    ids: list[str]
-    types: list[str]
-    xy: np.ndarray
-    yaw: np.ndarray
-    lwh: np.ndarray
-    velocity: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "AgentState":
-        """No agents (all arrays with a leading dimension of 0)."""
-        return cls([], [], np.zeros((0, 2)), np.zeros(0), np.zeros((0, 3)), np.zeros((0, 2)))
+        return cls(index, types, lines, polys, rings, [f"map: {name}: {s.reason}" for s in index.skipped])
 
 
 @dataclass
@@ -153,45 +102,64 @@ class EgoState:
     yaw: float
     velocity: np.ndarray
     steering: float = 0.0
-    length: float = 4.515
-    width: float = 1.852
+    length: float = METADRIVE_EGO_LENGTH_M
+    width: float = METADRIVE_EGO_WIDTH_M
 
 
-def agents_in_ego_frame(agents: AgentState, ego: EgoState, roi: float = AGENT_ROI_M) -> Agents:
-    """Objects within ``roi`` metres of the ego, nearest first, as :class:`Agents` in the ego frame."""
-    if len(agents.ids) == 0:
-        return Agents.empty()
-    dist = np.linalg.norm(agents.xy - ego.xy[None], axis=1)
-    keep = np.flatnonzero(dist <= roi)
-    if len(keep) == 0:
-        return Agents.empty()
-    keep = keep[np.argsort(dist[keep], kind="stable")]
-    xy = global_to_ego(agents.xy[keep], ego.xy, ego.yaw)
-    yaw = np.asarray(wrap_angle(agents.yaw[keep] - ego.yaw))
-    boxes = np.concatenate([xy, np.zeros((len(xy), 1)), agents.lwh[keep], yaw[:, None]], axis=1)
-    vel = rotate_vectors(agents.velocity[keep], ego.yaw)
-    return Agents([agents.ids[i] for i in keep], [agents.types[i] for i in keep], boxes.astype(np.float32), vel.astype(np.float32))
+@dataclass
+class ScenarioLog:
+    """What the planner inputs read from the scenario log besides the map (simulator frame).
 
-
-def command_from_route(route_xy: np.ndarray, ego: EgoState, lookahead: float) -> str:
-    """Navigation command from the route (the logged ego path, simulator frame, (R, 2)).
-
-    Projects the ego on the route (nearest vertex), walks ``lookahead`` metres along it and applies
-    the +-2 m lateral rule of :func:`dsdrive.data.types.command_from_future` in the ego frame. A route
-    shorter than 1 m gives ``STRAIGHT``.
+    Attributes:
+        route: the logged ego path (valid, finite steps) on the log clock ``step * SIM_DT``.
+        route_z: (R,) logged ego height at each route vertex (m).
+        track_z: track id -> (T,) logged box-centre height (m), NaN where the track is invalid.
     """
-    route = np.asarray(route_xy, np.float64)
-    if len(route) < 2:
-        return "STRAIGHT"
-    seg = np.linalg.norm(np.diff(route, axis=0), axis=1)
-    if seg.sum() < 1.0:
-        return "STRAIGHT"
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    s0 = cum[int(np.argmin(np.linalg.norm(route - ego.xy[None], axis=1)))]
-    s = min(s0 + max(lookahead, 0.0), cum[-1])
-    target = np.array([np.interp(s, cum, route[:, 0]), np.interp(s, cum, route[:, 1])])
-    local = global_to_ego(target[None], ego.xy, ego.yaw)[0]
-    return command_from_future(np.array([[0.0, 0.0]] * 5 + [local.tolist()]))
+
+    route: Route
+    route_z: np.ndarray
+    track_z: dict[str, np.ndarray]
+
+    @classmethod
+    def from_scenario(cls, scenario: dict) -> "ScenarioLog":
+        """Read the ego route and track heights of a ScenarioNet scenario dict.
+
+        Raises:
+            ValueError: the ego track has no valid, finite step (names the field).
+        """
+        sdc = scenario["metadata"]["sdc_id"]
+        track_z, route = {}, None
+        for tid, track in scenario["tracks"].items():
+            st = track["state"]
+            pos = np.asarray(st["position"], np.float64)
+            valid = np.asarray(st["valid"]).astype(bool).reshape(-1)
+            z = pos[:, 2] if pos.shape[1] > 2 else np.zeros(len(pos))
+            if str(tid) == str(sdc):
+                ok = valid & np.isfinite(pos[:, :2]).all(1) & np.isfinite(np.asarray(st["heading"], np.float64).reshape(-1))
+                steps = np.flatnonzero(ok)
+                if len(steps) == 0:
+                    raise ValueError(f"scenario {scenario.get('id', '?')}: field tracks[{sdc!r}].state has no valid ego step")
+                route, route_z = Route(pos[steps, :2], steps * SIM_DT), np.nan_to_num(z[steps])
+            else:
+                track_z[str(tid)] = np.where(valid & np.isfinite(z), z, np.nan)
+        return cls(route, route_z, track_z)
+
+    def ego_z(self, ego_xy: np.ndarray, t_now: float) -> float:
+        """Logged ego height at the ego's place on the route (m)."""
+        return float(self.route_z[self.route.nearest(ego_xy, t_now)])
+
+    def agent_z(self, agents: AgentState, step: int, ego_z: float) -> np.ndarray:
+        """(N,) box-centre heights of ``agents`` at simulator step ``step``: each track's logged z
+        at that step (else at its nearest valid step); ``ego_z + height / 2`` for an object the
+        log does not have."""
+        out = ego_z + 0.5 * agents.lwh[:, 2]
+        for k, tid in enumerate(agents.ids):
+            z = self.track_z.get(tid)
+            if z is None or not np.isfinite(z).any():
+                continue
+            good = np.flatnonzero(np.isfinite(z))
+            out[k] = z[good[np.argmin(np.abs(good - step))]]
+        return out
 
 
 def build_planning_inputs(
@@ -200,58 +168,30 @@ def build_planning_inputs(
     ego_trace: list[EgoState],
     agents: AgentState,
     map_cache: MapCache,
-    route_xy: np.ndarray,
-    command_lookahead: float,
+    log: ScenarioLog,
 ) -> PlanningInputs:
-    """Assemble the planner's inputs at the last entry of ``ego_trace``.
+    """Assemble the planner's inputs at the last entry of ``ego_trace`` through
+    :func:`dsdrive.data.world_state.planning_inputs_from_world`.
 
     Args:
-        ego_trace: ego states at 10 Hz from the rollout start up to and including now.
-        agents: simulated objects now (simulator frame).
+        ego_trace: ego states at 10 Hz from the rollout start (log step 0) up to and including now.
+        agents: simulated objects now (simulator frame); ``z`` None = taken from ``log``.
         map_cache: the scenario's map.
-        route_xy: (R, 2) the logged ego path (navigation route), simulator frame.
-        command_lookahead: metres ahead along the route for the command (:func:`command_from_route`).
+        log: the scenario's route and logged heights (:meth:`ScenarioLog.from_scenario`).
 
     Returns:
         :class:`PlanningInputs` in the ego frame of now; no future value.
 
     Raises:
-        ValueError: ``ego_trace`` is empty.
+        ValueError: ``ego_trace`` is empty, or a state is non-finite.
     """
     if not ego_trace:
         raise ValueError("build_planning_inputs: empty ego_trace")
-    ego = ego_trace[-1]
-    stride = int(round(STEP_SECONDS / SIM_DT))
-    hist = np.zeros((HISTORY_STEPS, 3), np.float32)
-    hmask = np.zeros(HISTORY_STEPS, bool)
-    for k in range(HISTORY_STEPS):  # k = 0 -> -2.0 s
-        back = (HISTORY_STEPS - k) * stride
-        if len(ego_trace) - 1 - back >= 0:
-            past = ego_trace[-1 - back]
-            hist[k, :2] = global_to_ego(past.xy[None], ego.xy, ego.yaw)[0]
-            hist[k, 2] = wrap_angle(past.yaw - ego.yaw)
-            hmask[k] = True
-    v_local = rotate_vectors(ego.velocity, ego.yaw)
-    if len(ego_trace) > stride:  # backward difference over 0.5 s, as the ScenarioNet builder
-        prev = ego_trace[-1 - stride]
-        span = stride * SIM_DT
-        a_local = (v_local - rotate_vectors(prev.velocity, ego.yaw)) / span
-        yaw_rate = float(wrap_angle(ego.yaw - prev.yaw)) / span
-        smask = True
-    else:
-        a_local, yaw_rate, smask = np.zeros(2), 0.0, False
-    status = np.array([v_local[0], v_local[1], a_local[0], a_local[1], yaw_rate, 0.0], np.float32)
-    status_mask = np.array([True, True, smask, smask, smask, False])
-    if len(status) != len(EGO_STATUS_FIELDS):
-        raise AssertionError("ego_status layout out of sync with EGO_STATUS_FIELDS")
-    return PlanningInputs(
-        sample_id=sample_id,
-        scene_id=scene_id,
-        ego_history=hist,
-        ego_history_mask=hmask,
-        ego_status=status,
-        ego_status_mask=status_mask,
-        command=command_from_route(route_xy, ego, command_lookahead),
-        agents=agents_in_ego_frame(agents, ego),
-        map=map_cache.in_ego_frame(ego.xy, ego.yaw),
-    )
+    xy = np.array([np.asarray(e.xy, np.float64)[:2] for e in ego_trace])
+    step = len(ego_trace) - 1
+    ego_z = log.ego_z(xy[-1], step * SIM_DT)
+    if agents.z is None:
+        agents = replace(agents, z=log.agent_z(agents, step, ego_z))
+    track = EgoTrack(SIM_DT, xy, [e.yaw for e in ego_trace], ego_z, np.array([np.asarray(e.velocity, np.float64)[:2] for e in ego_trace]))
+    world = WorldState(sample_id, scene_id, track, agents, log.route, map_cache.index)
+    return planning_inputs_from_world(world, FeatureOptions())

@@ -18,10 +18,12 @@ planner states none.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from dsdrive.annotation.meta_action import meta_action_from_trajectory
 from dsdrive.data.types import STEP_SECONDS
 
 
@@ -35,8 +37,6 @@ def _to_dict(obj: Any) -> dict:
     if isinstance(obj, dict):
         return dict(obj)
     if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
         return asdict(obj)
     return {"text": str(obj)}
 
@@ -51,8 +51,6 @@ def _meta_str(m: Any) -> str | None:
 
 def implied_meta_action(waypoints: np.ndarray, speed: float) -> str:
     """Meta-action implied by (6, 2|3) ego-frame waypoints at the current ``speed`` (m/s)."""
-    from dsdrive.annotation.meta_action import meta_action_from_trajectory
-
     try:
         return str(meta_action_from_trajectory(np.asarray(waypoints)[:, :2], speed))
     except ValueError as e:

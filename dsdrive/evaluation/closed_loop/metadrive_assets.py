@@ -18,7 +18,10 @@ Nothing here ever downloads.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +64,6 @@ def metadrive_asset_dir() -> Path:
     Raises:
         ModuleNotFoundError: metadrive-simulator is not installed (``pip install -e .[sim]``).
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("metadrive")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("metadrive-simulator is not installed: pip install -e '.[sim]' (metadrive-simulator==0.4.3)")
@@ -71,7 +72,7 @@ def metadrive_asset_dir() -> Path:
 
 def asset_status() -> AssetStatus:
     """Inspect the asset folder exactly as ``BaseEngine.try_pull_asset`` would."""
-    from metadrive.version import VERSION
+    from metadrive.version import VERSION  # optional dependency (the `sim` extra): imported only when used
 
     asset_dir = metadrive_asset_dir()
     version_file = asset_dir / "version.txt"
@@ -138,15 +139,11 @@ def ensure_offline_assets(quiet: bool = False) -> AssetStatus:
 
 
 def _warn(msg: str) -> None:
-    import sys
-
     print(msg if msg.startswith("WARNING") else f"WARNING: {msg}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dsdrive.evaluation.closed_loop.metadrive_assets``: check, and create the offline stub if needed."""
-    import argparse
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="only report; exit 1 when assets are not ready")
     args = ap.parse_args(argv)

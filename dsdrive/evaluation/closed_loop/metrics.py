@@ -54,10 +54,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from scipy.signal import savgol_filter
 
+from dsdrive.constants import SIM_DT
 from dsdrive.geometry import box_corners, global_to_ego
 
-SIM_DT = 0.1
 STOPPED_SPEED = 0.05
 """m/s; an ego slower than this is stopped (NAVSIM's ``stopped_speed_threshold`` is 5e-3)."""
 TTC_TIMES_S = (0.3, 0.6, 0.9)
@@ -98,8 +99,6 @@ def drivable_area(map_cache) -> shapely.Geometry | None:
 
 def _savgol_d1(x: np.ndarray) -> np.ndarray:
     """First time derivative (per second) of a 10 Hz signal (S, ...) by a Savitzky-Golay filter."""
-    from scipy.signal import savgol_filter
-
     n = len(x)
     if n < 5:
         return np.zeros_like(x, dtype=np.float64)

@@ -1,7 +1,8 @@
 """Closed-loop report: one JSON file and one self-contained HTML page per run.
 
-The page (jinja2 template ``dsdrive/evaluation/closed_loop/templates/closed_loop_report.html.j2``) opens from disk
-with no server: BEV plots are matplotlib PNGs embedded as base64 ``data:`` URIs. Sections:
+The page (jinja2 template ``dsdrive/evaluation/closed_loop/templates/closed_loop_report.html.j2``, which
+extends the shared ``dsdrive/evaluation/templates/base.html.j2``; see :mod:`dsdrive.evaluation.report_common`)
+opens from disk with no server: BEV plots are matplotlib PNGs embedded as base64 ``data:`` URIs. Sections:
 
 * **Metrics**: one row per planner (run aggregates of :mod:`dsdrive.evaluation.closed_loop.metrics`),
   then one row per planner x scenario.
@@ -17,40 +18,34 @@ with no server: BEV plots are matplotlib PNGs embedded as base64 ``data:`` URIs.
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
 import numpy as np
 
 from dsdrive.data.atomic_io import write_json_atomic, write_text_atomic
+from dsdrive.evaluation.report_common import (
+    AGENT_COLORS,
+    draw_boxes,
+    draw_map,
+    figure_png_base64,
+    jsonable,
+    new_figure,
+    report_environment,
+    square_view,
+)
 from dsdrive.geometry import box_corners
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "closed_loop_report.html.j2"
-AGENT_COLORS = {"VEHICLE": "#1f77b4", "PEDESTRIAN": "#d62728", "CYCLIST": "#9467bd",
-                "TRAFFIC_CONE": "#ff7f0e", "TRAFFIC_BARRIER": "#8c564b", "OTHER": "#7f7f7f"}
-MAP_STYLE = {"lane_centerline": dict(color="#dddddd", lw=0.6), "lane_divider": dict(color="#aaaaaa", lw=0.8, ls="--"),
-             "road_edge": dict(color="#444444", lw=1.0), "ped_crossing": dict(color="#88aa88", lw=0.8)}
 
 
 def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
     """BEV plot of one rollout as a base64 PNG string (simulator frame, metres, equal axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 7.5), dpi=dpi)
+    fig, ax = new_figure((7.5, 7.5), dpi)
     pts = np.vstack([sr.ego_xy, sr.log_xy[sr.log_valid]]) if len(sr.ego_xy) else sr.log_xy
-    lo, hi = pts.min(0) - margin, pts.max(0) + margin
-    span = float((hi - lo).max())
-    mid = (lo + hi) / 2
-    lo, hi = mid - span / 2, mid + span / 2
+    lo, hi = square_view(pts, margin)
     if sr.map is not None:
-        for t, line in zip(sr.map.types, sr.map.polylines):
-            if ((line >= lo) & (line <= hi)).all(1).any():
-                ax.plot(line[:, 0], line[:, 1], zorder=1, **MAP_STYLE.get(t, {}))
+        draw_map(ax, sr.map.types, sr.map.polylines, lo, hi)
     if sr.agents:
         seen_ids = {}
         for ag in sr.agents[:: 5]:
@@ -62,9 +57,7 @@ def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
                 ax.plot(xy[:, 0], xy[:, 1], color=AGENT_COLORS.get(typ, "#777"), lw=0.5, alpha=0.4, zorder=2)
         last = sr.agents[-1]
         if len(last.ids):
-            cs = box_corners(last.xy[:, 0], last.xy[:, 1], last.lwh[:, 0], last.lwh[:, 1], last.yaw)
-            for typ, c in zip(last.types, cs):
-                ax.fill(c[:, 0], c[:, 1], color=AGENT_COLORS.get(typ, "#777"), alpha=0.6, zorder=3)
+            draw_boxes(ax, last.types, last.xy[:, 0], last.xy[:, 1], last.lwh[:, 0], last.lwh[:, 1], last.yaw)
     log = sr.log_xy[sr.log_valid]
     ax.plot(log[:, 0], log[:, 1], color="#2ca02c", lw=2.0, ls="--", label="logged ego path", zorder=4)
     for p in sr.plans:
@@ -87,29 +80,13 @@ def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
     ax.set_ylabel("y (m)")
     ax.set_title(f"{sr.scene_id} - {sr.planner}")
     ax.legend(loc="upper right", fontsize=7)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_png_base64(fig)
 
 
 def _explanation_at(sr, step: int) -> dict | None:
     """The explanation of the latest plan made at or before ``step``."""
     before = [p for p in sr.plans if p.step <= step]
     return before[-1].explanation | {"plan_t": before[-1].t} if before else None
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def write_report(out_dir: str | Path, runs: dict[str, dict], config: dict) -> tuple[Path, Path]:
@@ -122,8 +99,6 @@ def write_report(out_dir: str | Path, runs: dict[str, dict], config: dict) -> tu
     Returns:
         (json path, html path).
     """
-    import jinja2
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"config": config, "planners": {}}
@@ -134,16 +109,14 @@ def write_report(out_dir: str | Path, runs: dict[str, dict], config: dict) -> tu
             events = [e | {"explanation": _explanation_at(sr, e["step"])} for e in m.get("events", [])]
             plans = [dict(step=p.step, t=p.t, command=p.command, waypoints_ego=p.waypoints_ego,
                           latency_ms=p.latency_ms, explanation=p.explanation) for p in sr.plans]
-            scen_json.append(_jsonable(m | {"events": events, "plans": plans, "file": sr.file, "warnings": sr.warnings}))
+            scen_json.append(jsonable(m | {"events": events, "plans": plans, "file": sr.file, "warnings": sr.warnings}))
             scen_view.append(dict(metrics=m, events=events, plans=plans, file=sr.file,
                                   png=bev_png(sr, m) if len(sr.ego_xy) else None))
-        doc["planners"][name] = {"aggregate": _jsonable(run["aggregate"]), "scenarios": scen_json}
+        doc["planners"][name] = {"aggregate": jsonable(run["aggregate"]), "scenarios": scen_json}
         view.append(dict(name=name, aggregate=run["aggregate"], scenarios=scen_view))
     json_path = out / "report.json"
     write_json_atomic(json_path, doc, indent=1)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True)
-    env.filters["fmt"] = lambda v, n=3: "-" if v is None or isinstance(v, jinja2.Undefined) else (("yes" if v else "no") if isinstance(v, bool) else (f"{v:.{n}f}" if isinstance(v, float) else str(v)))
-    html = env.get_template(TEMPLATE).render(config=config, runs=view)
+    html = report_environment(TEMPLATE_DIR).get_template(TEMPLATE).render(config=config, runs=view)
     html_path = out / "report.html"
     write_text_atomic(html_path, html)
     return json_path, html_path

@@ -40,13 +40,13 @@ from tqdm import tqdm
 
 from dsdrive.geometry import ego_to_global, global_to_ego, wrap_angle
 from dsdrive.planners.base import Planner
-from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, MapCache, agent_type_of, build_planning_inputs
+from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, MapCache, ScenarioLog, agent_type_of, build_planning_inputs
 from dsdrive.evaluation.closed_loop.controller import WaypointController
 from dsdrive.evaluation.closed_loop.explain import describe_plan
+from dsdrive.evaluation.closed_loop.metadrive_assets import ensure_offline_assets
 from dsdrive.evaluation.closed_loop.scenario_index import WorkingCopy
-from dsdrive.data.types import FUTURE_STEPS, STEP_SECONDS
+from dsdrive.constants import FUTURE_STEPS, METADRIVE_EGO_LENGTH_M, METADRIVE_EGO_WIDTH_M, SIM_DT, STEP_SECONDS
 
-SIM_DT = 0.1
 TAIL_TRIM_STEPS = 5
 """Log steps left out at the end of every scenario (see the module docstring)."""
 CRASH_KEYS = ("crash_vehicle", "crash_human", "crash_object", "crash_building", "crash_sidewalk", "out_of_road")
@@ -61,7 +61,6 @@ class RolloutConfig:
         traffic: ``replay`` (logged, non-reactive) or ``reactive`` (MetaDrive IDM).
         max_steps: cap on simulator steps per scenario (None: the log length - 1 - 5).
         replan_steps: simulator steps between planner calls (5 = 2 Hz).
-        command_lookahead_s: the route command looks ``max(speed, 5 m/s) * this`` metres ahead.
         explain: ask planners that explain themselves for their explanation at every call
             (for the report); False drives with ``compute_trajectory`` only.
     """
@@ -69,7 +68,6 @@ class RolloutConfig:
     traffic: str = "replay"
     max_steps: int | None = None
     replan_steps: int = 5
-    command_lookahead_s: float = 3.0
     explain: bool = True
 
 
@@ -97,6 +95,8 @@ class ScenarioRollout:
         flags: name -> (S,) bool from :data:`CRASH_KEYS`; md_route_completion (S,).
         agents: per state, the simulated objects (:class:`AgentState`).
         log_xy (T, 2), log_yaw (T,), log_valid (T,): the logged ego (the route).
+        ego_length, ego_width: the simulated ego body (m), read from MetaDrive's vehicle
+            (default :data:`dsdrive.constants.METADRIVE_EGO_LENGTH_M` / ``_WIDTH_M``).
         plans: the planner calls.
     """
 
@@ -116,8 +116,8 @@ class ScenarioRollout:
     log_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     log_yaw: np.ndarray = field(default_factory=lambda: np.zeros(0))
     log_valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    ego_length: float = 4.515
-    ego_width: float = 1.852
+    ego_length: float = METADRIVE_EGO_LENGTH_M
+    ego_width: float = METADRIVE_EGO_WIDTH_M
     map: MapCache | None = None
     plans: list = field(default_factory=list)
     wall_s: float = 0.0
@@ -134,11 +134,10 @@ def make_env(workdir: WorkingCopy, log_replay: bool, traffic: str):
     Raises:
         ValueError: unknown ``traffic``.
     """
+    # metadrive is optional (the `sim` extra) and slow to import: only a rollout loads it
     from metadrive.envs.scenario_env import ScenarioEnv
     from metadrive.policy.env_input_policy import EnvInputPolicy
     from metadrive.policy.replay_policy import ReplayEgoCarPolicy
-
-    from dsdrive.evaluation.closed_loop.metadrive_assets import ensure_offline_assets
 
     if traffic not in ("replay", "reactive"):
         raise ValueError(f"--traffic {traffic!r}: expected 'replay' or 'reactive'")
@@ -231,7 +230,7 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
     sr.log_valid = np.asarray(ego_track["valid"]).astype(bool)
     sr.map = MapCache.from_scenario(scenario, file)
     sr.warnings.extend(sr.map.skipped)
-    route = sr.log_xy[sr.log_valid]
+    log = ScenarioLog.from_scenario(scenario)
     horizon = max(int(scenario["length"]) - 1 - TAIL_TRIM_STEPS, 1)
     if config.max_steps is not None:
         horizon = min(horizon, int(config.max_steps))
@@ -251,8 +250,7 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
                 wp, expl, lat = _logged_future(sr, step), None, 0.0
                 cmd = "-"
             else:
-                look = max(float(np.hypot(*ego.velocity)), 5.0) * config.command_lookahead_s
-                inputs = build_planning_inputs(f"{scene_id}_cl{step}", scene_id, trace, agents[-1], sr.map, route, look)
+                inputs = build_planning_inputs(f"{scene_id}_cl{step}", scene_id, trace, agents[-1], sr.map, log)
                 cmd = inputs.command
                 try:
                     wp, expl, lat = _call_planner(planner, inputs, config.explain)

@@ -21,6 +21,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsdrive.data.atomic_io import write_bytes_atomic
+from dsdrive.data.safe_pickle import load_pickle
+
 SUMMARY_FILE = "dataset_summary.pkl"
 MAPPING_FILE = "dataset_mapping.pkl"
 REQUIRED_KEYS = ("id", "version", "length", "tracks", "map_features", "metadata", "dynamic_map_states")
@@ -90,8 +93,6 @@ def check_scenario(path: Path) -> dict:
             ego is never valid; the message names file, field and value.
         pickle.UnpicklingError / UnsafePickleError: the file is not a plain-data pickle.
     """
-    from dsdrive.data.safe_pickle import load_pickle
-
     sd = load_pickle(path)
     if not isinstance(sd, dict):
         raise ValueError(f"{path.name}: top level is {type(sd).__name__}, expected a ScenarioNet dict")
@@ -167,7 +168,5 @@ def prepare_working_copy(
 def write_index_files(folder: Path, summary: dict) -> None:
     """Write ScenarioNet's ``dataset_summary.pkl`` (file name -> metadata) and
     ``dataset_mapping.pkl`` (file name -> sub-folder, ``""``) into ``folder``, atomically."""
-    from dsdrive.data.atomic_io import write_bytes_atomic
-
     write_bytes_atomic(Path(folder) / SUMMARY_FILE, pickle.dumps(summary))
     write_bytes_atomic(Path(folder) / MAPPING_FILE, pickle.dumps({k: "" for k in summary}))

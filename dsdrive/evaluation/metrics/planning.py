@@ -12,12 +12,13 @@ ground-truth future steps are valid (``ego_future_mask.all()``); callers filter 
 
 L2 (metres): per step, the Euclidean distance between the planned and the ground-truth x, y.
 
-Collision: at each future step ``k`` the ego is a 4.084 m x 1.85 m rectangle (nuScenes ego
-length x width used by UniAD/VAD/SparseDrive) whose centre lies
-:data:`EGO_CENTER_OFFSET_M` = 0.5 m ahead of the waypoint along the box yaw (the waypoint is the
-rear-ish ego reference point, the LiDAR in the original code, so the box centre sits ahead of
-it). The box yaw comes from finite differences of the *planned positions*, not from a
-planner's own heading column (see :func:`trajectory_yaw`). It collides when it overlaps
+Collision: at each future step ``k`` the ego is the ego box of :mod:`dsdrive.constants`
+(4.084 m x 1.85 m, the nuScenes ego length x width used by UniAD/VAD/SparseDrive) whose centre
+lies :data:`~dsdrive.constants.EGO_CENTER_OFFSET_M` = 0.5 m ahead of the waypoint along the box
+yaw (the waypoint is the rear-ish ego reference point, the LiDAR in the original code, so the
+box centre sits ahead of it). The box yaw comes from finite differences of the *planned
+positions*, not from a planner's own heading column (SparseDrive ``get_yaw``:
+:func:`dsdrive.geometry.trajectory_yaw` with start yaw 0). It collides when it overlaps
 (shapely ``intersects`` semantics: touching counts) the box of any agent valid at step ``k``,
 placed at the agent's ground-truth future ``x, y, heading`` (``PlanningTargets.agent_futures``)
 with its current length and width (``Agents.boxes`` columns 3, 4). A step counts as a planning
@@ -42,55 +43,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dsdrive.constants import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M
 from dsdrive.data.types import COMMANDS, FUTURE_STEPS, PlanningSample
+from dsdrive.geometry import trajectory_yaw
 
-EGO_LENGTH_M = 4.084
-"""Ego box length (m), nuScenes Renault Zoe as used by UniAD/VAD/SparseDrive."""
-EGO_WIDTH_M = 1.85
-"""Ego box width (m)."""
-EGO_CENTER_OFFSET_M = 0.5
-"""Forward offset (m) from a waypoint (ego reference point) to the ego box centre, along the yaw."""
-STATIONARY_DISPLACEMENT_M = 0.5
-"""Below this first-to-last waypoint displacement every step's yaw is "straight ahead" (0)."""
 HORIZON_STEPS = {"1s": 2, "2s": 4, "3s": 6}
 """Reported horizons -> number of 0.5 s steps."""
 PROTOCOLS = ("stp3", "uniad")
 """ST-P3 (running mean over steps up to t) and UniAD (value at t)."""
+PROTOCOL_TITLES = {
+    "stp3": "ST-P3 protocol (running mean over steps up to t; VAD / SparseDrive / DistillDrive)",
+    "uniad": "UniAD protocol (value at step t)",
+}
+"""Protocol -> table title."""
 
 
 def complete_future_mask(samples: list[PlanningSample]) -> np.ndarray:
     """(B,) bool: True where all 6 ground-truth future steps are valid (evaluated samples)."""
     return np.array([bool(np.all(s.targets.ego_future_mask)) for s in samples], dtype=bool)
-
-
-def trajectory_yaw(xy: np.ndarray) -> np.ndarray:
-    """Box yaw of each waypoint from finite differences of the positions (SparseDrive ``get_yaw``).
-
-    Args:
-        xy: (B, T, 2) ego-frame waypoints (m), T >= 2; the trajectory starts from the origin
-            (the current ego position), which serves as the point before the first waypoint.
-
-    Returns:
-        (B, T) float64 yaw (rad, counter-clockwise from +x): step i < T-1 uses the central
-        difference ``p[i+1] - p[i-1]`` with ``p[-1] = (0, 0)``; the last step uses the backward
-        difference ``p[T-1] - p[T-2]``; ``atan2(0, 0) = 0``.
-
-    Kept/fixed quirk: when the displacement from the first to the last waypoint is below
-    :data:`STATIONARY_DISPLACEMENT_M`, the original returns pi/2 for every step. That code
-    works in the nuScenes LiDAR frame with x negated, where +y is straight ahead, so pi/2 there
-    means "facing forward". In our x-forward ego frame the same intent is yaw 0, which is what
-    we return (kept: the whole-trajectory test on first-to-last displacement; fixed: the angle
-    expressed in our frame).
-    """
-    xy = np.asarray(xy, dtype=np.float64)[..., :2]
-    if xy.ndim != 3 or xy.shape[1] < 2:
-        raise ValueError(f"trajectory_yaw: expected (B, T>=2, 2) waypoints, got {xy.shape}")
-    prev = np.concatenate([np.zeros_like(xy[:, :1]), xy[:, :-2]], axis=1)  # p[i-1], i = 0..T-2
-    d = np.concatenate([xy[:, 1:] - prev, xy[:, -1:] - xy[:, -2:-1]], axis=1)
-    yaw = np.arctan2(d[..., 1], d[..., 0])
-    stationary = np.linalg.norm(xy[:, -1] - xy[:, 0], axis=-1) < STATIONARY_DISPLACEMENT_M
-    yaw[stationary] = 0.0
-    return yaw
 
 
 def ego_boxes(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

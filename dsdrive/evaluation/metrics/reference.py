@@ -16,18 +16,15 @@ import numpy as np
 from shapely import affinity
 from shapely.geometry import Polygon, box
 
-from dsdrive.evaluation.metrics.planning import (
-    EGO_CENTER_OFFSET_M,
-    EGO_LENGTH_M,
-    EGO_WIDTH_M,
-    STATIONARY_DISPLACEMENT_M,
-    PerSampleMetrics,
-)
+from dsdrive.constants import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M
 from dsdrive.data.types import FUTURE_STEPS, PlanningSample
+from dsdrive.evaluation.metrics.planning import PerSampleMetrics
+from dsdrive.geometry import STATIONARY_DISPLACEMENT_M
 
 
 def reference_yaw(traj: list[tuple[float, float]]) -> list[float]:
-    """Yaw (rad) per waypoint of one trajectory [(x, y)] * T; see ``planning.trajectory_yaw``."""
+    """Yaw (rad) per waypoint of one trajectory [(x, y)] * T, written out step by step as an
+    independent check of :func:`dsdrive.geometry.trajectory_yaw` (start yaw 0)."""
     (x0, y0), (xn, yn) = traj[0], traj[-1]
     if math.hypot(xn - x0, yn - y0) < STATIONARY_DISPLACEMENT_M:
         return [0.0] * len(traj)

@@ -19,6 +19,7 @@ Lower Diff_Risk is more consistent; risks are in [0, 1].
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import kendalltau
 
 
 def diff_risk_agents(risks_a: dict[str, float], risks_b: dict[str, float]) -> float:
@@ -75,7 +76,6 @@ def diff_risk(first, second) -> dict:
         ``top1_agreement`` the share of samples (both non-empty) with the same rank-1 agent.
         A statistic with no sample to average is ``None``.
     """
-    from scipy.stats import kendalltau
 
     def rated(a) -> dict[str, float]:
         return {r.agent_id: r.risk for r in a.risks if r.agent_id is not None}

@@ -1,4 +1,9 @@
-"""ScenarioNet map features -> ego-frame map polylines (``MAP_TYPES``, 20 points each).
+"""Map query over ScenarioNet-format map features -> ego-frame map polylines (``MAP_TYPES``, 20 points each).
+
+ScenarioNet's map format (Li et al., "ScenarioNet", NeurIPS 2023 D&B) is also what MetaDrive
+replays, so both the ScenarioNet builder and the closed-loop simulator read their map through
+this module: one :class:`MapIndex` per scenario, queried by
+:func:`dsdrive.data.world_state.planning_inputs_from_world` at each ego pose.
 
 Type mapping (ScenarioNet's ``MetaDriveType`` names):
 
@@ -16,18 +21,21 @@ box; DistillDrive/SparseDrive use 60 m x 30 m for map *perception*, a planner wa
 ahead: 3 s at 17 m/s is 51 m). Each polyline is clipped to the ROI (a polyline leaving and
 re-entering gives several pieces), the pieces nearest to the ego are kept (``max_polylines``)
 and each is resampled to ``MAP_POINTS`` points at equal arc length, nearest first.
+
+Frames: features and the query pose are in one global frame (a map's metres: nuScenes global,
+or MetaDrive's centralised scenario frame); the output is in the ego frame of the pose (x
+forward, y left, origin at the ego position).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
 
-from dsdrive.geometry import ego_to_global, global_to_ego, resample_polyline
 from dsdrive.data.types import MAP_POINTS, MapPolylines
+from dsdrive.geometry import ego_to_global, global_to_ego, resample_polyline
 
 
 def map_type_of(feature_id: str, scenarionet_type: str) -> str | None:
@@ -53,26 +61,42 @@ def _feature_points(feature: dict, kind: str) -> np.ndarray | None:
     return np.asarray(feature["polyline"], dtype=np.float64)[:, :2]
 
 
+@dataclass
+class MapSkip:
+    """A map feature left out of the index: ``reason`` names the feature id and the problem;
+    ``code`` groups skips in build reports (``malformed feature`` | ``non-finite feature``)."""
+
+    reason: str
+    code: str
+
+
 class MapIndex:
     """The usable map polylines of one scenario in the global frame, with an STR-tree.
 
     Attributes:
         types: per polyline, a class from ``MAP_TYPES``.
         lines: (F,) shapely LineStrings, global metres.
+        skipped: the features left out by :meth:`from_features` (malformed or non-finite).
     """
 
-    def __init__(self, types: list[str], lines: np.ndarray):
+    def __init__(self, types: list[str], lines: np.ndarray, skipped: list[MapSkip] | None = None):
         self.types = np.asarray(types, dtype=object)
         self.lines = lines
         self.tree = shapely.STRtree(lines)
+        self.skipped = list(skipped or [])
 
     @classmethod
-    def from_features(cls, features: dict, path: str | Path, scene_id: str, report: Any) -> "MapIndex":
-        """Index ``map_features``; features with non-finite points are skipped and counted (kind ``map``)."""
-        types, coords = [], []
+    def from_features(cls, features: dict) -> "MapIndex":
+        """Index a scenario's ``map_features`` (id -> feature dict, global frame).
+
+        Features of unused types are ignored; malformed features (not a dict, unreadable points)
+        and features with non-finite points are left out and listed in :attr:`skipped`, so one
+        bad feature does not lose the map.
+        """
+        types, coords, skipped = [], [], []
         for fid, feature in features.items():
             if not isinstance(feature, dict):
-                report.skip("map", path, f"map_features[{fid!r}] is {type(feature).__name__}, expected a dict", scene_id, code="malformed feature")
+                skipped.append(MapSkip(f"map_features[{fid!r}] is {type(feature).__name__}, expected a dict", "malformed feature"))
                 continue
             kind = map_type_of(fid, feature.get("type", ""))
             if kind is None:
@@ -80,17 +104,17 @@ class MapIndex:
             try:
                 pts = _feature_points(feature, kind)
             except (ValueError, TypeError, IndexError) as exc:
-                report.skip("map", path, f"map_features[{fid!r}]: malformed points ({exc})", scene_id, code="malformed feature")
+                skipped.append(MapSkip(f"map_features[{fid!r}]: malformed points ({exc})", "malformed feature"))
                 continue
             if pts is None or len(pts) < 2:
                 continue
             if not np.isfinite(pts).all():
-                report.skip("map", path, f"map_features[{fid!r}]: non-finite points", scene_id, code="non-finite feature")
+                skipped.append(MapSkip(f"map_features[{fid!r}]: non-finite points", "non-finite feature"))
                 continue
             types.append(kind)
             coords.append(pts)
         lines = np.asarray([shapely.LineString(c) for c in coords], dtype=object) if coords else np.zeros(0, dtype=object)
-        return cls(types, lines)
+        return cls(types, lines, skipped)
 
     def polylines_at(self, ego_xy: np.ndarray, ego_yaw: float, roi: tuple[float, float], max_polylines: int) -> MapPolylines:
         """Map polylines in the ego frame of pose (``ego_xy`` (2,) global m, ``ego_yaw`` rad).
