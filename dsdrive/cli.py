@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "distill": ("dsdrive.training.distill", "main", "distil the student (same as `accelerate launch recipes/distill.py`)"),
     # evaluation
     "open-loop": ("dsdrive.evaluation.open_loop", "main", "open-loop L2 / collision of planners (ST-P3 and UniAD protocols)"),
+    "pdm-score": ("dsdrive.evaluation.pdm_score", "main", "NAVSIM-style PDM score per sample (bicycle + LQR against the logged agents)"),
     "closed-loop": ("dsdrive.evaluation.closed_loop.cli", "main", "closed-loop rollouts in MetaDrive with an HTML report"),
     "cross-validate": ("dsdrive.evaluation.cross_validate", "main", "k-fold cross-validation by scene x seeds with bootstrap CIs (cv.json, cv.md)"),
 }

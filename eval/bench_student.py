@@ -1,29 +1,54 @@
 """Benchmark the student against text-decoding and plain-SFT baselines on the SAME backbone (one run).
 
 Run as:
-    python eval/bench_student.py                                   # all three, real data, 1 thread
-    python eval/bench_student.py --only latency,step --hidden 384 --layers 6
-    python eval/bench_student.py --only memory --mem_hidden 896 --mem_layers 24 --mem_vocab 151936   # Qwen2.5-0.5B shape
+    python eval/bench_student.py --only latency,step                       # tiny shape (Qwen2 256 x 4), 1 thread
+    python eval/bench_student.py --shape qwen2.5-0.5b --only latency,step  # Qwen2.5-0.5B shape, random weights
+    python eval/bench_student.py --shape qwen2.5-0.5b --only memory        # QLoRA vs fp32 LoRA, recipe settings
+    python eval/bench_student.py --data outputs/main/planning_annotated    # your annotated dataset
 
-Prints, as ratios measured in this run (random weights: speed and memory, not quality):
+Data: ``--data`` (an annotated planning dataset: ``dsdrive build`` + ``dsdrive annotate`` +
+``dsdrive merge``); when the folder does not exist the same three stages run first on the
+ScenarioNet nuScenes-mini scenes of ``../shared/data`` with the rule annotator (about 15 s) into a
+temporary folder, so the command works on a fresh clone.
+
+Shapes (random weights: speed and memory, not quality): ``tiny`` = the Qwen2 of the tiny recipe
+(hidden 256, 4 layers, 4 heads / 2 KV heads, FFN 512, the 1,024-token BPE trained on the samples,
+scene encoder 64 wide); ``qwen2.5-0.5b`` = Qwen2.5-0.5B's config (hidden 896, 24 layers, 14 heads /
+2 KV heads, FFN 4,864, vocabulary 151,936, tied embeddings, 494 M parameters) with the student
+heads of ``recipes/configs/qwen2.5-0.5b/distill_qlora.yaml`` (scene encoder 128 wide, prompt <= 384
+and reasoning <= 256 tokens). ``--hidden/--layers/--heads`` override a shape.
+
+Prints, as ratios measured in this run, each on one line with its full configuration (backbone
+shape, batch, sequence lengths, threads, device), then the whole report as JSON:
 
 (a) latency: ``StudentModel.plan()`` (one forward over [scene][prompt][queries]) vs decoding the
     same trajectory as text "[(x1,y1),...,(x6,y6)]" (GPT-Driver / EvoDriveVLA style) with
     ``backbone.generate`` (greedy, KV cache) after the same prompt, forcing exactly as many new
     tokens as the tokenised trajectory string has (min_new_tokens = max_new_tokens); batch 1.
-(b) training step: one distillation step (all heads + the five losses, AdamW) vs one plain SFT
-    step (LM loss on the reasoning text only, backbone only), same backbone and batch.
-(c) peak memory: QLoRA (4-bit NF4 backbone + LoRA) vs fp32 LoRA, one training step each on a
-    Qwen2 built from a config (~0.1 B parameters by default), each in its own subprocess; peak RSS
-    (``resource.getrusage``) above the post-import baseline on CPU, ``torch.cuda.max_memory_allocated``
-    on CUDA; plus the model's ``get_memory_footprint()``.
+(b) training step: one distillation step (all heads + the five losses) vs one plain SFT step (LM
+    loss on the reasoning text only, backbone only), same backbone, batch and AdamW (one optimizer
+    over all parameters, so its state is shared: an SFT step updates the backbone only).
+(c) peak memory of a training step: QLoRA (4-bit NF4 backbone + LoRA) vs fp32 LoRA, each in its own
+    subprocess, with the recipe's settings (LoRA r 16 / alpha 32 on q, k, v, o, gate, up, down;
+    gradient checkpointing on the backbone; AdamW): two steps, the peak of the second (optimizer
+    state allocated). CPU: the resident-set high-water mark reset just before that step
+    (``/proc/self/clear_refs``), minus the resident set before the model was loaded (weights,
+    gradients, optimizer state and activations count; libraries and load-time transients do not);
+    CUDA: ``torch.cuda.max_memory_allocated``. Plus each backbone's ``get_memory_footprint()``.
+
+Each ratio's two sides are timed interleaved (A B A B ..., after one warm-up of each), so load
+drifting during the run hits both alike; the medians and the median of the per-pair ratios are
+reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -41,28 +66,75 @@ from dsdrive.student.backbone import tiny_qwen2_config
 from dsdrive.student.tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
+SCENARIONET = ROOT.parent / "shared" / "data" / "nuscenes-mini-scenarionet"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+"""LoRA targets of recipes/configs/qwen2.5-0.5b/distill_qlora.yaml."""
+
+SHAPES = {
+    "tiny": dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512, vocab=0, tied=False, rope_theta=10000.0,
+                 scene_dim=64, max_prompt_tokens=256, max_reasoning_tokens=192),
+    "qwen2.5-0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936, tied=True, rope_theta=1e6,
+                         scene_dim=128, max_prompt_tokens=384, max_reasoning_tokens=256),
+}
+"""Backbone shape + student head settings per ``--shape`` (vocab 0: the BPE's own size)."""
 
 
-def _median_s(fn, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
+def paired(fa, fb, reps: int) -> tuple[list[float], list[float]]:
+    """Wall seconds of ``fa`` and ``fb`` run alternately ``reps`` times each, after one warm-up of each."""
+    fa()
+    fb()
+    ta, tb = [], []
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        for fn, ts in ((fa, ta), (fb, tb)):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return ta, tb
 
 
-def build(samples, hidden: int, layers: int, heads: int, vocab: int = 0, tok_vocab: int = 1024, seed: int = 0):
-    """(student, processor) on a random Qwen2 backbone (hidden x layers) with a BPE trained on ``samples``."""
-    tok = build_tokenizer(samples, vocab_size=tok_vocab)
-    cfg = tiny_qwen2_config(max(vocab, len(tok)), hidden_size=hidden, layers=layers, heads=heads, kv_heads=max(1, heads // 2),
-                            pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+def ratio_stats(ta: list[float], tb: list[float]) -> dict:
+    """Medians (ms) of both sides and the median of the per-pair ratios b / a."""
+    return {"a_ms": 1e3 * statistics.median(ta), "b_ms": 1e3 * statistics.median(tb),
+            "ratio": statistics.median(b / a for a, b in zip(ta, tb))}
+
+
+def shape_of(a: argparse.Namespace) -> dict:
+    """The ``--shape`` preset with ``--hidden/--layers/--heads`` overrides applied."""
+    s = dict(SHAPES[a.shape])
+    for k in ("hidden", "layers", "heads"):
+        if getattr(a, k) is not None:
+            s[k] = getattr(a, k)
+    if a.hidden is not None and a.shape == "tiny":
+        s["intermediate"] = 2 * s["hidden"]
+    return s
+
+
+def backbone_config(shape: dict, tok):
+    """Qwen2 config of ``shape`` over tokenizer ``tok`` (its pad/bos/eos ids)."""
+    cfg = tiny_qwen2_config(max(shape["vocab"], len(tok)), hidden_size=shape["hidden"], layers=shape["layers"], heads=shape["heads"],
+                            kv_heads=shape["kv_heads"], max_positions=32768 if shape["vocab"] else 2048, pad_token_id=tok.pad_token_id,
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=shape["tied"],
+                            rope_theta=shape["rope_theta"])
+    cfg.intermediate_size = shape["intermediate"]
+    return cfg
+
+
+def describe(shape: dict, n_params: int) -> str:
+    return (f"Qwen2 hidden {shape['hidden']} x {shape['layers']} layers, {shape['heads']} heads / {shape['kv_heads']} KV, "
+            f"FFN {shape['intermediate']}, vocab {shape['vocab'] or 'BPE'}{' tied' if shape['tied'] else ''}, {n_params / 1e6:.1f} M params")
+
+
+def student_kwargs(shape: dict) -> dict:
+    return dict(scene_dim=shape["scene_dim"], scene_layers=2, bev_height=32, bev_width=32)
+
+
+def build(samples, shape: dict, seed: int = 0):
+    """(student, processor, tokenizer) on a random Qwen2 backbone of ``shape`` with a BPE trained on ``samples``."""
+    tok = build_tokenizer(samples, vocab_size=1024)
     torch.manual_seed(seed)
-    model = StudentModel.from_backbone(AutoModelForCausalLM.from_config(cfg), vocabulary=PlanningVocabulary.fit(samples, seed=seed),
-                                       scene_dim=64, scene_layers=2, bev_height=32, bev_width=32)
-    return model, StudentProcessor(tok, model.config, 256, 192)
+    model = StudentModel.from_backbone(AutoModelForCausalLM.from_config(backbone_config(shape, tok)),
+                                       vocabulary=PlanningVocabulary.fit(samples, seed=seed), **student_kwargs(shape))
+    return model, StudentProcessor(tok, model.config, shape["max_prompt_tokens"], shape["max_reasoning_tokens"]), tok
 
 
 def trajectory_text(sample) -> str:
@@ -77,83 +149,110 @@ def bench_latency(model, proc, samples, reps: int) -> dict:
         batch = proc([s.inputs])
         n_new = len(proc.tokenizer(trajectory_text(s), add_special_tokens=False)["input_ids"])
         ids, mask = batch["prompt_ids"], batch["prompt_mask"]
-        plan_s = _median_s(lambda: model.plan(batch), reps)
-        with torch.no_grad():
-            gen = lambda: model.backbone.generate(input_ids=ids, attention_mask=mask, do_sample=False, min_new_tokens=n_new,  # noqa: E731
-                                                  max_new_tokens=n_new, pad_token_id=proc.tokenizer.pad_token_id, use_cache=True)
-            out = gen()
-            text_s = _median_s(gen, reps, warmup=0)
-        assert out.shape[1] - ids.shape[1] == n_new
-        rows.append((plan_s, text_s, n_new, int(mask.sum())))
-    plan_s = statistics.median(r[0] for r in rows)
-    text_s = statistics.median(r[1] for r in rows)
-    return {"plan_ms": 1e3 * plan_s, "text_decode_ms": 1e3 * text_s, "ratio_text_over_plan": text_s / plan_s,
-            "trajectory_tokens_median": statistics.median(r[2] for r in rows), "prompt_tokens_median": statistics.median(r[3] for r in rows)}
+
+        def gen():
+            with torch.no_grad():
+                return model.backbone.generate(input_ids=ids, attention_mask=mask, do_sample=False, min_new_tokens=n_new,
+                                               max_new_tokens=n_new, pad_token_id=proc.tokenizer.pad_token_id, use_cache=True)
+
+        assert gen().shape[1] - ids.shape[1] == n_new
+        tp, tt = paired(lambda: model.plan(batch), gen, reps)
+        plan_len = int(batch["agents_mask"].sum() + batch["map_mask"].sum()) + 1 + int(mask.sum()) + model.config.num_queries
+        rows.append((ratio_stats(tp, tt), n_new, int(mask.sum()), plan_len))
+    return {"plan_ms": statistics.median(r[0]["a_ms"] for r in rows), "text_decode_ms": statistics.median(r[0]["b_ms"] for r in rows),
+            "ratio_text_over_plan": statistics.median(r[0]["ratio"] for r in rows), "samples": len(rows),
+            "trajectory_tokens_median": statistics.median(r[1] for r in rows), "prompt_tokens_median": statistics.median(r[2] for r in rows),
+            "plan_sequence_median": statistics.median(r[3] for r in rows)}
 
 
 def bench_step(model, proc, samples, reps: int, batch_size: int) -> dict:
     model.train()
     batch = proc(samples[:batch_size])
-    opt_d = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def distill_step():
-        opt_d.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
-        opt_d.step()
+        opt.step()
 
     ids = torch.cat([batch["prompt_ids"], batch["reasoning_ids"]], 1)
     att = torch.cat([batch["prompt_mask"], batch["reasoning_mask"]], 1).long()
     labels = torch.cat([torch.full_like(batch["prompt_ids"], -100), batch["reasoning_ids"].masked_fill(~batch["reasoning_mask"].bool(), -100)], 1)
     bb = model.backbone
-    opt_s = torch.optim.AdamW(bb.parameters(), lr=1e-5)
 
-    def sft_step():
-        opt_s.zero_grad(set_to_none=True)
+    def sft_step():  # grads of the backbone only: AdamW skips the heads (grad None)
+        opt.zero_grad(set_to_none=True)
         bb(input_ids=ids, attention_mask=att, labels=labels).loss.backward()
-        opt_s.step()
+        opt.step()
 
-    d = _median_s(distill_step, reps)
-    s = _median_s(sft_step, reps)
-    return {"distill_step_ms": 1e3 * d, "sft_step_ms": 1e3 * s, "ratio_distill_over_sft": d / s, "batch_size": batch_size,
-            "sft_seq_len": ids.shape[1]}
+    td, ts = paired(sft_step, distill_step, reps)
+    st = ratio_stats(td, ts)
+    scene = int(batch["agents_mask"].sum(1).max() + batch["map_mask"].sum(1).max()) + 1
+    return {"distill_step_ms": st["b_ms"], "sft_step_ms": st["a_ms"], "ratio_distill_over_sft": st["ratio"], "batch_size": batch_size,
+            "sft_seq_len": ids.shape[1], "distill_seq_len": scene + ids.shape[1] + model.config.num_queries,
+            "reasoning_tokens": batch["reasoning_ids"].shape[1]}
 
 
 MEM_CHILD = r"""
-import json, resource, sys, torch
-torch.set_num_threads(1)
+import json, sys, torch
+torch.set_num_threads({threads})
 sys.path.insert(0, {root!r})
 from dsdrive.data.dataset import load_samples
 from dsdrive.student import StudentModel, StudentProcessor
 from dsdrive.student.backbone import load_backbone
 from dsdrive.student.lora import apply_lora
 from transformers import AutoTokenizer
-samples = load_samples({data!r})[:{bs}]
+
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {{field}}")
+
+stages = {{}}
+def stage(name):
+    stages[name] = {{k: round(rss(k + ":") - (base if k == "VmRSS" else 0)) for k in ("VmRSS", "RssAnon", "RssFile")}}
+
+samples = [s for s in load_samples({data!r}) if s.annotation][:{bs}]
 tok = AutoTokenizer.from_pretrained({bb!r})
 cuda = torch.cuda.is_available()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = rss("VmRSS:")
 q = {quant!r}
 backbone = load_backbone({bb!r}, quantization=q)
-model = StudentModel.from_backbone(backbone, scene_dim=64, scene_layers=2, bev_height=32, bev_width=32)
-if cuda and q is None: model = model.cuda()
-if cuda and q is not None: model = model.to(backbone.device)
 foot = backbone.get_memory_footprint()
-model = apply_lora(model, 16, 32, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj"], q)
-if cuda: torch.cuda.reset_peak_memory_stats()
-proc = StudentProcessor(tok, model.config, 256, 192)
+stage("loaded")
+model = StudentModel.from_backbone(backbone, **{student_kw!r})
+if cuda: model = model.to(backbone.device if q else "cuda")
+if {ckpt!r}: model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{"use_reentrant": False}})
+model = apply_lora(model, 16, 32, 0.05, {targets!r}, q)
+model.train()
+stage("lora")
+proc = StudentProcessor(tok, model.config, {max_prompt}, {max_reasoning})
 batch = {{k: v.to(model.device) if torch.is_tensor(v) else v for k, v in proc(samples).items()}}
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-model(**batch).loss.backward(); opt.step()
-peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-print(json.dumps({{"peak_mib": peak, "backbone_footprint_mib": foot / 2**20, "device": "cuda" if cuda else "cpu"}}))
+def step():
+    opt.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+    opt.step()
+step()
+stage("step1")
+if cuda:
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+else:
+    open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to the current resident set
+step()
+peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss("VmHWM:") - base
+stage("step2")
+print(json.dumps({{"rss_stages_mib": stages, "peak_mib": peak, "backbone_footprint_mib": foot / 2**20, "device": "cuda" if cuda else "cpu",
+                   "trainable_M": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+                   "seq_len": int(batch["prompt_ids"].shape[1] + batch["reasoning_ids"].shape[1])}}))
 """
 
 
-def bench_memory(data: str, hidden: int, layers: int, vocab: int, batch_size: int) -> dict:
+def bench_memory(data: str, shape: dict, batch_size: int, threads: int, grad_ckpt: bool) -> dict:
     tok = build_tokenizer(load_samples(data), vocab_size=1024)
-    cfg = tiny_qwen2_config(max(vocab, len(tok)), hidden_size=hidden, layers=layers, heads=max(1, hidden // 64), kv_heads=max(1, hidden // 128),
-                            pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    cfg.intermediate_size = int(hidden * 8 / 3) // 64 * 64
-    res = {}
+    cfg = backbone_config(shape, tok)
+    res = {"lora": f"r 16, alpha 32 on {','.join(LORA_TARGETS)}", "gradient_checkpointing": grad_ckpt, "batch_size": batch_size}
     with tempfile.TemporaryDirectory() as d:
         m = AutoModelForCausalLM.from_config(cfg)
         res["params_M"] = sum(p.numel() for p in m.parameters()) / 1e6
@@ -161,8 +260,11 @@ def bench_memory(data: str, hidden: int, layers: int, vocab: int, batch_size: in
         tok.save_pretrained(d)
         del m
         for name, q in (("fp32_lora", None), ("qlora_4bit", "4bit")):
-            code = MEM_CHILD.format(root=str(ROOT), data=data, bs=batch_size, bb=d, quant=q)
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            code = MEM_CHILD.format(root=str(ROOT), data=data, bs=batch_size, bb=d, quant=q, threads=threads, ckpt=grad_ckpt,
+                                    student_kw=student_kwargs(shape), targets=LORA_TARGETS, max_prompt=shape["max_prompt_tokens"],
+                                    max_reasoning=shape["max_reasoning_tokens"])
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": str(threads)})
             if out.returncode != 0:
                 res[name] = {"error": out.stderr[-800:]}
                 continue
@@ -173,34 +275,80 @@ def bench_memory(data: str, hidden: int, layers: int, vocab: int, batch_size: in
     return res
 
 
+def prepare_data(path: str, tmp: str) -> tuple[str, str]:
+    """``path`` when it exists, else the annotated ScenarioNet build made in ``tmp`` (build, rule annotate, merge)."""
+    if Path(path).is_dir():
+        return path, path
+    from data_builders.build import main as build_main
+
+    from dsdrive.annotation.annotate import main as annotate_main
+    from dsdrive.annotation.annotate import merge_main
+
+    t = Path(tmp)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        steps = [(build_main, ["--source", "scenarionet", "--input", str(SCENARIONET), "--out", str(t / "planning")]),
+                 (annotate_main, ["--teacher", "rule", "--data", str(t / "planning"), "--out", str(t / "annotations")]),
+                 (merge_main, ["--data", str(t / "planning"), "--annotations", str(t / "annotations"), "--out", str(t / "annotated")])]
+        for fn, argv in steps:
+            if fn(argv) != 0:
+                raise RuntimeError(f"--data {path} does not exist and preparing it failed at {fn.__module__}.{fn.__name__} {argv}")
+    return str(t / "annotated"), f"{SCENARIONET.name} (dsdrive build + rule annotate + merge, since {path} does not exist)"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="outputs/main/planning_annotated")
+    p.add_argument("--data", default="outputs/main/planning_annotated", help="annotated planning dataset (built when absent)")
     p.add_argument("--only", default="latency,step,memory", help="comma-separated: latency, step, memory")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--heads", type=int, default=None)
     p.add_argument("--samples", type=int, default=4, help="samples timed for latency (batch 1 each)")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--mem_hidden", type=int, default=768)
-    p.add_argument("--mem_layers", type=int, default=12)
-    p.add_argument("--mem_vocab", type=int, default=32000)
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions of each side (interleaved)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no_grad_ckpt", action="store_true", help="memory: no gradient checkpointing (the recipe has it on)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    samples = [s for s in load_samples(a.data) if s.annotation][: max(a.samples, a.batch_size)]
+    shape = shape_of(a)
     only = set(a.only.split(","))
-    report = {}
-    if only & {"latency", "step"}:
-        model, proc = build(samples, a.hidden, a.layers, a.heads)
-        report["backbone"] = f"Qwen2 hidden {a.hidden} x {a.layers} layers, {sum(p.numel() for p in model.backbone.parameters()) / 1e6:.1f} M params"
-        if "latency" in only:
-            report["latency"] = bench_latency(model, proc, samples[: a.samples], a.reps)
-        if "step" in only:
-            report["train_step"] = bench_step(model, proc, samples, a.reps, a.batch_size)
-    if "memory" in only:
-        report["memory"] = bench_memory(a.data, a.mem_hidden, a.mem_layers, a.mem_vocab, a.batch_size)
+    env = (f"{a.threads} thread(s), cpu, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+           f"load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory() as tmp:
+        data, data_desc = prepare_data(a.data, tmp)
+        samples = [s for s in load_samples(data) if s.annotation][: max(a.samples, a.batch_size)]
+        report = {"shape": a.shape, "data": data_desc, "environment": env}
+        lines = []
+        if only & {"latency", "step"}:
+            model, proc, _ = build(samples, shape)
+            n_bb = sum(p.numel() for p in model.backbone.parameters())
+            report["backbone"] = describe(shape, n_bb)
+            report["student_params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
+            if "latency" in only:
+                r = report["latency"] = bench_latency(model, proc, samples[: a.samples], a.reps)
+                lines.append(f"plan() vs text decoding: text {r['ratio_text_over_plan']:.2f}x slower ({r['plan_ms']:.1f} vs {r['text_decode_ms']:.1f} ms) "
+                             f"[{report['backbone']}; batch 1; plan sequence {r['plan_sequence_median']:.0f} tokens (scene + prompt "
+                             f"{r['prompt_tokens_median']:.0f} + 18 queries); text: prompt {r['prompt_tokens_median']:.0f} + "
+                             f"{r['trajectory_tokens_median']:.0f} generated tokens; median of {r['samples']} samples x {a.reps} reps; {env}]")
+            if "step" in only:
+                r = report["train_step"] = bench_step(model, proc, samples, a.reps, a.batch_size)
+                lines.append(f"distill step / SFT step: {r['ratio_distill_over_sft']:.2f}x ({r['distill_step_ms']:.0f} vs {r['sft_step_ms']:.0f} ms) "
+                             f"[{report['backbone']}; batch {a.batch_size}; distill sequence {r['distill_seq_len']} tokens, SFT sequence "
+                             f"{r['sft_seq_len']} ({r['reasoning_tokens']} reasoning); full fine-tuning fp32, AdamW; {a.reps} reps; {env}]")
+            del model
+        if "memory" in only:
+            r = report["memory"] = bench_memory(data, shape, a.batch_size, a.threads, not a.no_grad_ckpt)
+            if "ratio_qlora_over_fp32_peak" in r:
+                q, f = r["qlora_4bit"], r["fp32_lora"]
+                lines.append(f"QLoRA 4-bit / fp32 LoRA training-step peak memory: {r['ratio_qlora_over_fp32_peak']:.2f}x "
+                             f"({q['peak_mib']:.0f} vs {f['peak_mib']:.0f} MiB; backbone {r['ratio_qlora_over_fp32_backbone']:.2f}x, "
+                             f"{q['backbone_footprint_mib']:.0f} vs {f['backbone_footprint_mib']:.0f} MiB) [{describe(shape, r['params_M'] * 1e6)}; "
+                             f"batch {a.batch_size}, sequence {f['seq_len']} tokens + scene + queries; LoRA {r['lora']}; gradient checkpointing "
+                             f"{'on' if r['gradient_checkpointing'] else 'off'}; {q['device']}; {env}]")
+            else:
+                lines.append(f"memory: a subprocess failed: {json.dumps({k: v for k, v in r.items() if isinstance(v, dict)})[:1500]}")
+    report["machine"] = platform.platform()
+    print("\n".join(lines))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -234,7 +234,7 @@ def drivelm_keyframe_sample(index: int = 0):
 
 # ----------------------------------------------------------------------------- fake API server
 class FakeChatServer:
-    """A local OpenAI-compatible ``POST /v1/chat/completions`` server (http.server, threads).
+    """A local OpenAI-compatible ``POST /v1/chat/completions`` server (http.server, threads, HTTP/1.1).
 
     The answer for a request is scripted by the ``Sample: <id>`` line of its user text and
     ``modes[id]`` (default ``"valid"``):
@@ -242,37 +242,61 @@ class FakeChatServer:
     * ``valid``: a valid answer (``cot`` or ``risk`` schema, read from the prompt);
     * ``invalid_then_valid``: prose without JSON first, a valid answer on the re-ask;
     * ``invalid``: never valid JSON;
-    * ``429_then_valid`` / ``500_then_valid``: HTTP 429 / 500 on the first request, then valid.
+    * ``429_then_valid`` / ``500_then_valid``: HTTP 429 / 500 on the first request, then valid;
+    * ``drop_then_valid``: the first request's connection is closed without an answer.
 
     With ``mix=True`` unknown ids get a mode from their hash (for demo runs of the runner).
-    ``requests`` records ``(sample_id, n_messages, authorization header, status)`` per request.
+    ``latency_s`` (seconds) is slept before every answer: the generation time of a real server
+    (``vllm serve``), constant whatever the number of requests in flight. ``drop_every=k`` closes
+    the connection of every k-th request (server-wide count) after that wait, alternately before
+    the status line and in the middle of the body: the server did the work and the client never
+    gets it. ``requests`` records ``(sample_id, n_messages, authorization header, status)`` per
+    request (status 0: dropped).
     """
 
-    def __init__(self, modes: dict[str, str] | None = None, mix: bool = False, port: int = 0):
+    def __init__(self, modes: dict[str, str] | None = None, mix: bool = False, port: int = 0,
+                 latency_s: float = 0.0, drop_every: int = 0):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.modes, self.mix = dict(modes or {}), mix
+        self.modes, self.mix, self.latency_s, self.drop_every = dict(modes or {}), mix, latency_s, drop_every
         self.requests: list[tuple[str, int, str, int]] = []
         self._seen: dict[str, int] = {}
+        self._count = 0
         self._lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server
+
             def log_message(self, *args):  # keep test output clean
                 pass
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                status, payload = outer._answer(body, self.headers.get("Authorization", ""))
+                status, payload, mid_body = outer._answer(body, self.headers.get("Authorization", ""))
                 data = json.dumps(payload).encode()
+                if status == 0:  # dropped: close before the status line, or half-way through the body
+                    self.close_connection = True
+                    if mid_body:
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # 16+ clients connecting at once must not overflow the backlog
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -294,7 +318,16 @@ class FakeChatServer:
 
         return ("valid", "valid", "valid", "invalid_then_valid", "429_then_valid", "500_then_valid", "invalid")[zlib.crc32(sample_id.encode()) % 7]
 
-    def _answer(self, body: dict, auth: str) -> tuple[int, dict]:
+    def stats(self) -> dict:
+        """Requests received by status (``0`` = dropped) and by sample id."""
+        from collections import Counter
+
+        with self._lock:
+            reqs = list(self.requests)
+        return {"requests": len(reqs), "by_status": dict(Counter(r[3] for r in reqs)), "samples": len({r[0] for r in reqs})}
+
+    def _answer(self, body: dict, auth: str) -> tuple[int, dict, bool]:
+        """(HTTP status or 0 = drop, JSON payload, whether a drop happens in the middle of the body)."""
         import re
 
         texts, cameras = [], []
@@ -312,23 +345,33 @@ class FakeChatServer:
         n_msgs = len(body["messages"])
         with self._lock:
             k = self._seen[sid] = self._seen.get(sid, 0) + 1
+            self._count += 1
+            count = self._count
+        if self.latency_s:
+            import time
+
+            time.sleep(self.latency_s)
         mode = self._mode(sid)
         status = 200
         if (mode == "429_then_valid" and k == 1) or (mode == "500_then_valid" and k == 1):
             status = int(mode[:3])
-        self.requests.append((sid, n_msgs, auth, status))
-        if status != 200:
-            return status, {"error": {"message": f"scripted {status}", "type": "server_error", "code": status}}
+        mid_body = False
+        if (mode == "drop_then_valid" and k == 1) or (self.drop_every and count % self.drop_every == 0):
+            status, mid_body = 0, bool((count // max(self.drop_every, 1)) % 2)
+        with self._lock:
+            self.requests.append((sid, n_msgs, auth, status))
+        if status not in (0, 200):
+            return status, {"error": {"message": f"scripted {status}", "type": "server_error", "code": status}}, False
         reask = n_msgs > 2
         if mode == "invalid" or (mode == "invalid_then_valid" and not reask):
             content = "I think the car should slow down."  # no JSON: the teacher must re-ask
         else:
             content = json.dumps(self.valid_answer("risks" in text and '"risk"' in text, cameras, agent_ids))
-        return 200, {
+        return status, {
             "id": f"fake-{sid}-{k}", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4, "total_tokens": (len(text) + len(content)) // 4},
-        }
+        }, mid_body
 
     @staticmethod
     def valid_answer(risk: bool, cameras: list[tuple[str, int, int]], agent_ids: list[str]) -> dict:
@@ -350,11 +393,32 @@ class FakeChatServer:
         }
 
 
-if __name__ == "__main__":  # python tests/helpers_vlm.py PORT : serve mixed answers until Ctrl-C
+def serve_main(argv: list[str] | None = None) -> None:
+    """``python tests/helpers_vlm.py [--port P] [--latency S] [--drop-every K] [--mix]``: serve until
+    killed; prints ``serving <base_url>`` once listening and, on SIGTERM / Ctrl-C, one JSON line of
+    :meth:`FakeChatServer.stats`."""
+    import argparse
+    import signal
     import sys
-    import time
+    import threading
 
-    with FakeChatServer(mix=True, port=int(sys.argv[1]) if len(sys.argv) > 1 else 0) as srv:
+    p = argparse.ArgumentParser(description="local OpenAI-compatible test server")
+    p.add_argument("port", nargs="?", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds slept before every answer")
+    p.add_argument("--drop-every", type=int, default=0, help="close the connection of every k-th request")
+    p.add_argument("--mix", action="store_true", help="modes from the sample id's hash (see FakeChatServer)")
+    a = p.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with FakeChatServer(mix=a.mix, port=a.port, latency_s=a.latency, drop_every=a.drop_every) as srv:
         print(f"serving {srv.base_url}", flush=True)
-        while True:
-            time.sleep(3600)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        print(json.dumps(srv.stats()), flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    serve_main()

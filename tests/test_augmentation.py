@@ -12,6 +12,7 @@ import pytest
 from data_builders import build
 from data_builders.scenarionet import BuildOptions, BuildReport, build_scene, load_scenario
 from dsdrive.data.dataset import load_dataset_dir, load_samples, save_dataset_atomic, save_samples
+from dsdrive.data.map_index import MapIndex
 from dsdrive.data.mirror import MIRROR_SUFFIX, mirror_sample
 from dsdrive.data.types import PlanningSample, command_from_future
 from dsdrive.data.world_state import AgentState, EgoTrack, Route, WorldState, planning_inputs_from_world
@@ -138,7 +139,6 @@ def test_real_agent_sample_equals_the_feature_path():
         agents = AgentState([k for k, _ in others], types, [col("position", *o)[:2] for o in others], [col("heading", *o) for o in others],
                             lwh, [col("velocity", *o) for o in others], z=zs)
         ok = np.flatnonzero(st["valid"].astype(bool))
-        from dsdrive.data.map_index import MapIndex
         world = WorldState(s.sample_id, "scene-1077", track, agents, Route(st["position"][ok, :2], ok * 0.1),
                            MapIndex.from_features(scenario["map_features"]))
         ref = planning_inputs_from_world(world)

@@ -1,5 +1,6 @@
 """Unit tests of the closed-loop pieces that need no simulator: assets detection, working copy,
-adapter frames, controller tracking, metric formulas, explanation normalisation."""
+adapter frames, controller tracking (with MetaDrive's measured actuator model), metric formulas
+(DAC from a map, tracking error), report label placement, explanation normalisation."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dsdrive.evaluation.closed_loop import metadrive_assets
 from dsdrive.data.world_state import Route
 from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, MapCache, ScenarioLog, build_planning_inputs
 from dsdrive.evaluation.closed_loop.metrics import PDMS_WEIGHTS, aggregate, comfort_signals, scenario_metrics
-from dsdrive.evaluation.closed_loop.controller import WaypointController
+from dsdrive.evaluation.closed_loop.controller import ControllerConfig, WaypointController, forward_lengths
+from dsdrive.evaluation.drivable_area import DrivableArea
 from dsdrive.evaluation.closed_loop.explain import describe_plan
 from dsdrive.evaluation.closed_loop.rollout import CRASH_KEYS, PlanRecord, ScenarioRollout
 from dsdrive.evaluation.closed_loop.scenario_index import MAPPING_FILE, SUMMARY_FILE, prepare_working_copy
@@ -125,34 +127,78 @@ def test_adapter_heights_from_the_log():
 
 
 # ------------------------------------------------------------------ controller
-def _bicycle(xy, yaw, v, action, dt=0.1, wheelbase=2.47, max_steer=np.deg2rad(40), accel=5.0):
-    steer, thr = action
-    v = max(v + accel * thr * dt, 0.0)
+def _metadrive_like(xy, yaw, v, action, dt=0.1, wheelbase=2.47, max_steer=np.deg2rad(40)):
+    """A kinematic car with MetaDrive's measured longitudinal response (+2.76 m/s^2 per unit
+    throttle, -16.26 per unit brake, -0.36 at exactly 0)."""
+    steer, u = action
+    accel = 2.76 * u if u > 0 else (16.26 * u if u < 0 else -0.36)
+    v = max(v + accel * dt, 0.0)
     yaw = yaw + v / wheelbase * np.tan(steer * max_steer) * dt
     return xy + v * dt * np.array([np.cos(yaw), np.sin(yaw)]), yaw, v
 
 
-def test_controller_tracks_a_left_arc_and_a_stop():
-    ctrl = WaypointController()
-    xy, yaw, v = np.zeros(2), 0.0, 8.0
-    for step in range(60):  # 6 s, replanning every 0.5 s along a circle of radius 40 m (left)
+def _drive(plan_world_at, steps, xy=None, yaw=0.0, v=8.0):
+    """Replan every 0.5 s from ``plan_world_at(t, xy, yaw)`` ((6, 2) simulator frame); returns the trace."""
+    from dsdrive.geometry import global_to_ego
+
+    ctrl, xy = WaypointController(), np.zeros(2) if xy is None else xy
+    trace = [(xy.copy(), yaw, v)]
+    for step in range(steps):
         t = step * 0.1
         if step % 5 == 0:
-            s = 8.0 * 0.5 * np.arange(1, 7)
-            centre = xy + 40.0 * np.array([-np.sin(yaw), np.cos(yaw)])
-            ang = yaw - np.pi / 2 + s / 40.0
-            world = centre + 40.0 * np.stack([np.cos(ang), np.sin(ang)], 1)
-            from dsdrive.geometry import global_to_ego
+            ctrl.set_plan(global_to_ego(plan_world_at(t, xy, yaw), xy, yaw), xy, yaw, t)
+        xy, yaw, v = _metadrive_like(xy, yaw, v, ctrl.act(xy, yaw, v, t))
+        trace.append((xy.copy(), yaw, v))
+    return trace
 
-            ctrl.set_plan(global_to_ego(world, xy, yaw), xy, yaw, t)
-        xy, yaw, v = _bicycle(xy, yaw, v, ctrl.act(xy, yaw, v, t))
-    assert abs(v - 8.0) < 1.0
-    assert yaw > 0.9  # turned left about 8 m/s * 6 s / 40 m = 1.2 rad
+
+def test_controller_tracks_a_left_arc_and_a_stop():
+    def arc(t, xy, yaw):  # a circle of radius 40 m (left) at 8 m/s, from the current pose
+        s = 8.0 * 0.5 * np.arange(1, 7)
+        centre = xy + 40.0 * np.array([-np.sin(yaw), np.cos(yaw)])
+        ang = yaw - np.pi / 2 + s / 40.0
+        return centre + 40.0 * np.stack([np.cos(ang), np.sin(ang)], 1)
+
+    xy, yaw, v = _drive(arc, 60)[-1]
+    assert abs(v - 8.0) < 0.5
+    assert yaw > 1.0  # turned left about 8 m/s * 6 s / 40 m = 1.2 rad
     stop = WaypointController()
     stop.set_plan(np.zeros((6, 3)), np.zeros(2), 0.0, 0.0)
-    assert stop.act(np.zeros(2), 0.0, 5.0, 0.0)[1] == -1.0
+    assert stop.act(np.zeros(2), 0.0, 5.0, 0.0)[1] <= -ControllerConfig().stop_decel / ControllerConfig().decel_per_brake
     with pytest.raises(ValueError, match="finite"):
         stop.set_plan(np.full((6, 3), np.nan), np.zeros(2), 0.0, 0.0)
+
+
+def test_controller_follows_a_timed_log_and_catches_up():
+    """A log that brakes from 10 to 4 m/s then speeds up, handed as the logged future at each
+    replanning step (log_waypoints): the car stays within 0.5 m of the logged place, and a car
+    that starts 3 m behind closes the gap (the plan's timing, not only its speed, is tracked)."""
+    t_log = np.arange(0, 12.1, 0.1)
+    v_log = np.interp(t_log, [0, 2, 5, 8, 12], [10, 10, 4, 4, 9])
+    x_log = np.concatenate([[0.0], np.cumsum(v_log[:-1] * 0.1)])
+
+    def logged(t, xy, yaw):
+        k = np.minimum(int(round(t / 0.1)) + 5 * np.arange(1, 7), len(x_log) - 1)
+        return np.stack([x_log[k], np.zeros(6)], 1)
+
+    trace = _drive(logged, 100, v=10.0)
+    err = [abs(trace[k][0][0] - x_log[k]) for k in range(101)]
+    assert max(err) < 0.5
+    late = _drive(logged, 100, xy=np.array([-3.0, 0.0]), v=10.0)
+    assert abs(late[-1][0][0] - x_log[100]) < 0.5 < abs(late[0][0][0] - x_log[0])
+
+
+def test_controller_waits_for_a_plan_behind_and_ignores_jitter():
+    """Waypoints behind the car (the log when the ego is ahead of it) mean 'wait', not 'reverse';
+    centimetre jitter of a standing plan gives no steering."""
+    assert forward_lengths(np.array([[0.0, 0.0], [-1.0, 0.0], [-1.0, 0.0], [2.0, 0.0]])).tolist() == [0.0, 0.0, 3.0]
+    ctrl = WaypointController()
+    ctrl.set_plan(np.stack([np.full(6, -1.2), np.zeros(6), np.zeros(6)], 1), np.zeros(2), 0.0, 0.0)
+    assert ctrl.reference_speed(0.0) == 0.0 and ctrl.act(np.zeros(2), 0.0, 0.0, 0.0)[1] < 0.0
+    rng = np.random.default_rng(0)
+    jitter = np.concatenate([[[0.8, 0.0], [1.0, 0.0]], [1.0, 0.0] + rng.normal(0, 0.02, (4, 2))])
+    ctrl.set_plan(np.concatenate([jitter, np.zeros((6, 1))], 1), np.zeros(2), 0.0, 0.0)
+    assert abs(ctrl.act(np.zeros(2), 0.0, 1.5, 0.0)[0]) < 0.05
 
 
 # ------------------------------------------------------------------ metrics
@@ -173,13 +219,54 @@ def _rollout(speed=5.0, steps=50, agents_at=None, brake_at=None, decel=6.0):
     sr.md_route_completion = np.linspace(0, 1, steps + 1)
     sr.agents = [agents_at(s) if agents_at else AgentState.empty() for s in range(steps + 1)]
     sr.plans = [PlanRecord(0, 0.0, "STRAIGHT", [[0, 0, 0]] * 6, [[0, 0]] * 6, 1.0, {"consistent": None})]
+    sr.drivable_area = ROAD
     return sr
+
+
+ROAD = DrivableArea.from_parts([], [np.array([[-20.0, -4.0], [400.0, -4.0], [400.0, 4.0], [-20.0, 4.0]])], [])
+"""A straight road 8 m wide along +x (lane polygon)."""
 
 
 def test_metrics_clean_drive_scores_one():
     m = scenario_metrics(_rollout())
-    assert (m["nc"], m["dac"], m["ttc"], m["comfort"], m["ep"], m["pdms"]) == (1.0, None, 1.0, 1.0, 1.0, 1.0)
-    assert m["arrival"] and m["events"] == []
+    assert (m["nc"], m["dac"], m["ttc"], m["comfort"], m["ep"], m["pdms"]) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert m["arrival"] and m["events"] == [] and not m["off_road"] and not m["route_departure"]
+
+
+def test_metrics_dac_from_the_map_and_route_departure_apart():
+    """Leaving the road surface zeroes DAC and PDMS (off-road); MetaDrive's > 4 m from the route
+    is route departure, reported apart and not in PDMS; without a map DAC and PDMS are None,
+    with the reason in notes."""
+    sr = _rollout()
+    sr.ego_xy[30:, 1] = np.linspace(0.0, 5.0, len(sr.ego_xy) - 30)  # drifts 5 m left: off the 8 m road
+    m = scenario_metrics(sr)
+    assert m["dac"] == 0.0 and m["off_road"] and m["pdms"] == 0.0
+    assert any(e["kind"] == "off drivable area" for e in m["events"])
+    sr = _rollout()
+    sr.flags["out_of_road"][40:] = True
+    m = scenario_metrics(sr)
+    assert m["route_departure"] and not m["off_road"] and m["pdms"] == 1.0
+    sr = _rollout()
+    sr.drivable_area, sr.notes = None, ["f.pkl: no drivable area: field 'map_features' is empty"]
+    m = scenario_metrics(sr)
+    assert m["dac"] is None and m["pdms"] is None and m["off_road"] is None and "no drivable area" in m["notes"][0]
+    agg = aggregate([m, scenario_metrics(_rollout())], [])
+    assert agg["pdms"] == 1.0 and agg["dac"] == 1.0  # the unscored scenario is left out of the means
+
+
+def test_metrics_tracking_error_against_the_plan():
+    """Every 0.5 s the plan asks for (5, 0.6) m/s from where the ego is; the ego drives (4, 0) m/s:
+    0.5 s after each plan it is (1, 0.6) m/s x 0.5 s off, split along/across the plan's heading;
+    against the log (5 m/s along x) it falls 1 m behind per second."""
+    sr = _rollout()
+    sr.ego_xy = np.stack([np.arange(51) * 0.4, np.zeros(51)], 1)
+    sr.plans = [PlanRecord(k, k * 0.1, "STRAIGHT", [], (sr.ego_xy[k] + np.outer(0.5 * np.arange(1, 7), [5.0, 0.6])).tolist(),
+                           1.0, {"consistent": None}) for k in range(0, 50, 5)]
+    m = scenario_metrics(sr)
+    h = np.arctan2(0.6, 5.0)
+    assert m["tracking_lon_max"] == pytest.approx(0.5 * (np.cos(h) + 0.6 * np.sin(h)), abs=1e-6)
+    assert m["tracking_lat_max"] == pytest.approx(0.5 * abs(np.sin(h) - 0.6 * np.cos(h)), abs=1e-6)
+    assert m["log_dev_lon_max"] == pytest.approx(5.0, abs=1e-6) and m["log_dev_lat_max"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_metrics_collision_kinds_and_at_fault():
@@ -194,7 +281,7 @@ def test_metrics_collision_kinds_and_at_fault():
         return AgentState(["k"], ["TRAFFIC_CONE"], np.array([[15.0, 0.0]]), np.zeros(1), np.array([[0.5, 0.5, 1.0]]), np.zeros((1, 2)))
 
     m = scenario_metrics(_rollout(agents_at=cone_ahead))
-    assert m["nc"] == 0.5
+    assert m["nc"] == 0.5 and m["dac"] == 1.0
     expected = 0.5 * (PDMS_WEIGHTS["ep"] * m["ep"] + PDMS_WEIGHTS["c"] * m["comfort"]) / sum(PDMS_WEIGHTS.values())
     assert m["pdms"] == pytest.approx(expected)
 
@@ -220,6 +307,24 @@ def test_aggregate_failed_and_rejected():
     agg = aggregate([ok, failed, rejected], [1.0, 3.0])
     assert (agg["ran"], agg["failed"], agg["rejected"]) == (2, 1, 1)
     assert agg["pdms"] == pytest.approx(0.5) and agg["latency_ms_p50"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ report
+def test_report_event_labels_do_not_overlap():
+    """Two events at the same place (a collision during hard braking) and a cluster of four: every
+    label box is apart from every other on the rendered figure."""
+    from dsdrive.evaluation.closed_loop.report import bev_figure
+
+    sr = _rollout()
+    events = [{"step": 20, "t": 2.0, "kind": "collision (vehicle)"}, {"step": 20, "t": 2.0, "kind": "hard braking"},
+              {"step": 21, "t": 2.1, "kind": "at-fault overlap"}, {"step": 22, "t": 2.2, "kind": "off drivable area"},
+              {"step": 45, "t": 4.5, "kind": "traffic braked"}]
+    fig, labels = bev_figure(sr, {"events": events})
+    renderer = fig.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in labels]
+    assert len(boxes) == 5
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(5) for j in range(i + 1, 5))
+    assert [a.get_text() for a in labels][:2] == ["collision (vehicle) (2.0 s)", "hard braking (2.0 s)"]
 
 
 # ------------------------------------------------------------------ explanations

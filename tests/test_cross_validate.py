@@ -135,6 +135,9 @@ def test_cv_on_four_real_scenes_tests_each_sample_once_and_resumes(real4, tmp_pa
         assert r["num_samples"] == len(recorded) and r["num_scenes"] == 4 and lo <= r["mean"]["stp3/L2/avg"] <= hi
     assert [(d["a"], d["b"]) for d in agg["differences"]] == [("ego_mlp", "constant_velocity")]
     assert report["intervals"]["ego_mlp"]["ALL"]["uniad"]["collision"]["3s"][0] >= 0
+    from dsdrive.evaluation.open_loop_report import _check_cv
+
+    assert set(_check_cv(report)) == {"constant_velocity", "ego_mlp"}  # readable by `dsdrive open-loop --cv-summary`
     md = (out / "cv.md").read_text()
     assert "## ST-P3" in md and "## UniAD" in md and "| ego_mlp - constant_velocity | stp3 |" in md and "wall" in md
     assert "wall time" in capsys.readouterr().out

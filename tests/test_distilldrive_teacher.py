@@ -13,7 +13,7 @@ from helpers_distilldrive import synthetic_samples, tiny_teacher, train_teacher
 
 from dsdrive.distilldrive import PlanningTeacher
 from dsdrive.distilldrive.teacher_inputs import build_teacher_batch, status10
-from dsdrive.distilldrive.trainer import evaluate_teacher, predict_teacher
+from dsdrive.distilldrive.teacher_evaluation import evaluate_teacher, predict_teacher
 from dsdrive.planners.distilldrive_teacher import PlanningTeacherPlanner
 from dsdrive.data.types import COMMANDS, Camera
 

@@ -106,3 +106,36 @@ def test_key_from_environment_only(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "k1")
     monkeypatch.setenv("DSDRIVE_API_KEY", "k2")
     assert read_api_key(None) == "k1"
+
+
+def test_dropped_connections_through_the_runner_lose_and_double_nothing(api_key, tmp_path):
+    """The real runner (``run_annotate`` + shards) against a server that drops connections mid-run:
+    every sample ends with exactly one record, and each dropped request was sent again."""
+    from collections import Counter
+
+    from helpers_annotate import make_dataset
+
+    from dsdrive.annotation.annotate import build_parser, run_annotate
+    from dsdrive.annotation.store import iter_records, read_index
+
+    n = 6
+    make_dataset(tmp_path / "planning", n)
+    ids = [f"synth-{k:03d}" for k in range(n)]
+    modes = {ids[0]: "drop_then_valid", ids[1]: "drop_then_valid", ids[2]: "invalid_then_valid"}
+    args = build_parser().parse_args(["--teacher", "openai", "--data", str(tmp_path / "planning"), "--out", str(tmp_path / "ann"),
+                                      "--batch-size", "4", "--shard-size", "2"])
+    with FakeChatServer(modes, latency_s=0.02, drop_every=4) as srv:
+        teacher = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, concurrency=3, max_retries=4, timeout=10, backoff_s=0.01)
+        summary = run_annotate(args, annotator=teacher)
+        stats = srv.stats()
+    per_id = Counter(item.sample_id for _, _, item in iter_records(tmp_path / "ann"))
+    # the last synthetic sample has an all-masked future: still one answer, one record
+    assert sorted(per_id) == ids and set(per_id.values()) == {1}, per_id  # nothing lost, nothing doubled
+    idx = read_index(tmp_path / "ann")
+    assert idx.duplicates == 0 and set(idx.annotations) == set(ids) and not idx.failures
+    assert (summary["done"], summary["failed"]) == (n, 0)
+    dropped = stats["by_status"].get(0, 0)
+    assert dropped >= 3  # the two scripted first requests + every 4th request
+    # one answered request per sample + the re-ask; every dropped one was sent again
+    assert stats["requests"] == n + 1 + dropped and teacher.usage.requests == n + 1
+    assert stats["by_status"][200] == n + 1

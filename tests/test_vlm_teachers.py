@@ -118,3 +118,71 @@ def test_bev_render_png_size(tmp_path):
     with pytest.raises(ValueError, match="size_px"):
         render_bev(s, size_px=8)
     assert io.BytesIO(path.read_bytes()).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_varlen_attention_matches_masked_sdpa():
+    """Left-padded prefill without a mask gives stock masked SDPA's output at every real position;
+    other cases (no mask, a decoding step) are handed to stock SDPA unchanged."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from dsdrive.annotation.annotators.qwen_vl import varlen_sdpa_attention
+
+    torch.manual_seed(0)
+    b, h, kv, t, d = 3, 4, 2, 9, 8
+    module = type("Attn", (), {"num_key_value_groups": h // kv, "is_causal": True})()
+    q, k, v = torch.randn(b, h, t, d), torch.randn(b, kv, t, d), torch.randn(b, kv, t, d)
+    pads = torch.tensor([0, 3, 3])
+    real = torch.arange(t)[None] >= pads[:, None]  # (B, T)
+    mask = (torch.ones(t, t, dtype=torch.bool).tril()[None] & real[:, None, :])[:, None]  # (B, 1, T, T)
+    mask = mask | torch.eye(t, dtype=torch.bool)  # pad queries see themselves (as transformers' mask keeps rows finite)
+    got, _ = varlen_sdpa_attention(module, q, k, v, mask, scaling=d ** -0.5)
+    ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=d ** -0.5)
+    assert got.shape == ref.shape == (b, t, h, d)
+    torch.testing.assert_close(got[real], ref[real], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(got[~real]) == 0
+    # no mask: identical to stock SDPA (causal kernel)
+    torch.testing.assert_close(varlen_sdpa_attention(module, q, k, v, None)[0], sdpa_attention_forward(module, q, k, v, None)[0])
+    # a decoding step (one query): stock SDPA with the mask
+    step_mask = real[:, None, None, :]
+    torch.testing.assert_close(varlen_sdpa_attention(module, q[:, :, -1:], k, v, step_mask)[0],
+                               sdpa_attention_forward(module, q[:, :, -1:], k, v, step_mask)[0])
+
+
+@needs_data
+def test_sorted_prefetched_batches_answer_as_stock_in_order(tiny_qwen):
+    """Length sorting + prefetch + varlen attention give the answers of the stock path, in the caller's order."""
+    from dsdrive.annotation.annotators.qwen_vl import QwenVLAnnotator
+
+    fast = QwenVLAnnotator(tiny_qwen, batch_size=3, max_new_tokens=5, **TINY_PIXELS)
+    stock = QwenVLAnnotator(tiny_qwen, batch_size=3, max_new_tokens=5, attn_implementation="sdpa", sort_by_length=False,
+                            prefetch=False, **TINY_PIXELS)
+    samples = [drivelm_keyframe_sample(0), nuscenes_sample_0061(), bev_sample("b"), drivelm_keyframe_sample(1), bev_sample("c", 1)]
+    convs = [fast._conversation(s)[0] for s in samples]
+    lengths = [fast._prompt_length(c) for c in convs]
+    batches = fast._batches(convs)
+    assert [i for b in batches for i in b] == sorted(range(5), key=lambda i: lengths[i]) != list(range(5))
+    assert fast._chat(convs) == stock._chat(convs) == [stock._generate([c])[0] for c in convs]
+    assert fast.usage.requests == 2 and fast.usage.tokens_in == sum(lengths)  # padding is not counted
+
+
+@needs_data
+def test_image_that_does_not_decode_fails_alone(tiny_qwen, tmp_path):
+    from dsdrive.annotation.annotators.qwen_vl import QwenVLAnnotator
+    from dsdrive.annotation.annotators.vlm_common import ImageSource
+
+    good = drivelm_keyframe_sample(0)
+    src = ImageSource.from_file("CAM_FRONT", good.inputs.cameras[0].image_path)
+    im = src.load((160, 90))
+    assert im.size == (160, 90) and im.mode == "RGB" and src.size == (1600, 900) and src.format == "JPEG"
+    bad = drivelm_keyframe_sample(1)
+    broken = tmp_path / "broken.jpg"
+    data = open(bad.inputs.cameras[0].image_path, "rb").read()
+    broken.write_bytes(data[: len(data) // 3])  # the header reads, the pixels do not
+    bad.inputs.cameras[0].image_path = str(broken)
+    with pytest.raises(FileNotFoundError, match="CAM_X image_path .*missing.jpg does not exist"):
+        ImageSource.from_file("CAM_X", tmp_path / "missing.jpg")
+    teacher = QwenVLAnnotator(tiny_qwen, batch_size=2, max_new_tokens=4, **TINY_PIXELS)
+    res_good, res_bad = teacher.annotate([good, bad])
+    assert "request failed: OSError" in res_bad.reason and "broken.jpg" in res_bad.reason
+    assert "invalid answer after one re-ask" in res_good.reason  # the batch-mate was answered (gibberish: random weights)

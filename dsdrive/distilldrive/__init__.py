@@ -17,7 +17,9 @@ Modules:
     rescoring            collision-aware rescoring of a command's modes
     kd                   teacher -> student planning distillation terms
     teacher_cache        run the frozen teacher once, cache its outputs by sample id
-    trainer              training loop (AdamW, cosine, clip 25) and held-out open-loop evaluation
+    planning_vocabulary  k-means planning anchors: 3 commands x 6 modes (``dsdrive vocab``)
+    teacher_evaluation   held-out prediction and open-loop L2 / collision of a trained teacher
+                         (training: dsdrive.training.planning_teacher*, through transformers.Trainer)
     layers               MLP blocks (sine embedding: dsdrive.layers)
 """
 

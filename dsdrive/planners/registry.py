@@ -20,6 +20,8 @@ PLANNERS: dict[str, tuple[str, str, bool]] = {
     "ego_mlp": ("dsdrive.planners.ego_mlp", "EgoMLPPlanner", True),
     "student": ("dsdrive.planners.student", "StudentPlanner", True),
     "planning_teacher": ("dsdrive.planners.distilldrive_teacher", "PlanningTeacherPlanner", True),  # privileged (GT agent futures)
+    "ground_truth": ("dsdrive.planners.log_future", "GroundTruthPlanner", False),  # privileged (the logged future)
+    "log_waypoints": ("dsdrive.planners.log_future", "LogWaypointsPlanner", False),  # privileged (closed loop: the log)
 }
 
 
@@ -44,8 +46,9 @@ def load_planner(name: str, checkpoint: str | Path | None = None, **kw) -> Plann
 
     Raises:
         KeyError: unknown name.
-        ValueError: a trained planner without ``checkpoint``, or a checkpoint given to a
-            planner that takes none.
+        ValueError: a trained planner without ``checkpoint``, a checkpoint given to a planner
+            that takes none, or a checkpoint folder that is missing or cannot be loaded as this
+            planner (one line naming the planner and the folder, the cause appended).
     """
     with_checkpoint = needs_checkpoint(name)
     module_name, class_name, _ = PLANNERS[name]
@@ -53,7 +56,13 @@ def load_planner(name: str, checkpoint: str | Path | None = None, **kw) -> Plann
     if with_checkpoint:
         if checkpoint is None:
             raise ValueError(f"planner {name!r} needs --checkpoint DIR (a folder written by its training script)")
-        return cls.load(checkpoint, **kw)
+        if not Path(checkpoint).is_dir():
+            raise ValueError(f"--checkpoint {name}={checkpoint}: no such folder")
+        try:
+            return cls.load(checkpoint, **kw)
+        except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the folder
+            cause = " ".join(str(e).split())[:300]
+            raise ValueError(f"--checkpoint {name}={checkpoint}: not a {name} checkpoint ({type(e).__name__}: {cause})") from e
     if checkpoint is not None:
         raise ValueError(f"planner {name!r} takes no checkpoint (got {checkpoint})")
     return cls(**kw)

@@ -37,7 +37,7 @@ from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
 from dsdrive.distilldrive.motion_vocabulary import MotionVocabulary
 from dsdrive.distilldrive.planning_teacher import PlanningTeacher, PlanningTeacherConfig
 from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
-from dsdrive.distilldrive.trainer import evaluate_teacher
+from dsdrive.distilldrive.teacher_evaluation import evaluate_teacher
 from dsdrive.training.planning_teacher_config import PlanningTeacherTrainingConfig
 from dsdrive.training.planning_teacher_trainer import PlanningTeacherTrainer
 

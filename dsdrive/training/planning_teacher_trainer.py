@@ -37,7 +37,7 @@ from transformers import Trainer
 
 from dsdrive.data.types import PlanningSample
 from dsdrive.distilldrive.teacher_inputs import TeacherBatch, build_teacher_batch
-from dsdrive.distilldrive.trainer import evaluate_teacher
+from dsdrive.distilldrive.teacher_evaluation import evaluate_teacher
 
 LOSS_TERMS = ("plan_cls", "plan_reg", "motion_cls", "motion_reg", "status", "kl", "dqn", "dqn_reward")
 """Loss terms of :meth:`PlanningTeacher.compute_loss` logged by the trainer (those present)."""

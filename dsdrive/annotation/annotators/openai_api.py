@@ -4,7 +4,12 @@ DSDrive's teacher was Qwen2.5-VL-max through an API and VLM-AD used GPT-4o; this
 each sample's images as base64 ``data:`` URLs plus the versioned prompt text
 (:mod:`dsdrive.annotation.annotators.vlm_common`) to ``POST {base_url}/chat/completions``.
 
-* Concurrency: at most ``concurrency`` requests in flight (a thread pool).
+* Concurrency: ``concurrency`` worker threads each take one sample through the whole flow
+  (render or read its images, ask, parse, re-ask if needed), so at most ``concurrency`` requests
+  are in flight and preparing a sample overlaps with other samples' requests; results come back
+  in input order. ``eval/bench_openai_concurrency.py`` measures it through ``dsdrive annotate``.
+* Images: a camera JPEG/PNG shown at its own size is sent as the file's bytes (no decode and
+  re-encode); other images (the BEV rendering, resized ones) are encoded as JPEG (PNG with alpha).
 * Retries: tenacity, exponential backoff with jitter (``backoff_s`` x 2^k, capped at 30 s), up to
   ``max_retries`` retries on HTTP 429, 5xx, timeouts and connection errors; other 4xx errors
   fail the sample at once. The SDK's own retries are off so that the policy is this one.
@@ -21,11 +26,14 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from dsdrive.annotation.annotators.vlm_common import Message, VLMAnnotator
+from dsdrive.annotation.annotators.vlm_common import ImageSource, Message, VLMAnnotator
+from dsdrive.annotation.schema import Annotation, AnnotationFailure
+from dsdrive.data.types import PlanningSample
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,19 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def file_data_url(path: str | Path, fmt: str) -> str:
+    """The bytes of an image file as a ``data:image/<fmt>;base64,...`` URL (``fmt``: JPEG or PNG)."""
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+
+
+def source_data_url(source: ImageSource, size: tuple[int, int]) -> str:
+    """The data URL of an image shown at ``size``: the file's own bytes when it is a JPEG or PNG
+    file shown at its own size, else the decoded (and resized) image encoded by :func:`image_data_url`."""
+    if source.path is not None and source.format in ("JPEG", "PNG") and tuple(size) == tuple(source.size):
+        return file_data_url(source.path, source.format)
+    return image_data_url(source.load(size))
 
 
 def image_data_url(image) -> str:
@@ -121,7 +142,7 @@ class OpenAIAnnotator(VLMAnnotator):
             parts = []
             for it in m["content"]:
                 if it["type"] == "image":
-                    parts.append({"type": "image_url", "image_url": {"url": image_data_url(it["image"])}})
+                    parts.append({"type": "image_url", "image_url": {"url": source_data_url(it["source"], it["size"])}})
                 else:
                     parts.append({"type": "text", "text": it["text"]})
             out.append({"role": m["role"], "content": parts})
@@ -132,7 +153,11 @@ class OpenAIAnnotator(VLMAnnotator):
         log.warning("openai: attempt %d failed (%s), retrying", state.attempt_number, self._redact(f"{type(exc).__name__}: {exc}"))
 
     def _one(self, conv: list[Message]) -> str | Exception:
-        messages = self._api_messages(conv)
+        """One chat completion with the retry policy; the exception that stopped it otherwise."""
+        try:
+            messages = self._api_messages(conv)
+        except OSError as exc:  # an image that does not decode: the sample fails, no request
+            return exc
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(_retryable),
@@ -159,6 +184,12 @@ class OpenAIAnnotator(VLMAnnotator):
     def _chat(self, conversations: list[list[Message]]) -> list[str | Exception]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._one, conversations))
+
+    def annotate(self, samples: list[PlanningSample]) -> list[Annotation | AnnotationFailure]:
+        """Annotate ``samples`` with ``concurrency`` worker threads, one sample each at a time
+        (prompt, request, parse, one re-ask); one result per sample, in order."""
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-annotator") as pool:
+            return list(pool.map(lambda s: self._annotate_one(s, self._one), samples))
 
     def close(self) -> None:
         """Close the HTTP client."""

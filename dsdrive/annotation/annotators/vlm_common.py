@@ -9,6 +9,11 @@ without cameras, a BEV rendering: :mod:`dsdrive.annotation.bev_render`) and a te
 if it is not valid the annotator asks once more, quoting the validation error; if it is still
 invalid the sample gets an :class:`AnnotationFailure` with the reason and the raw text.
 
+Images travel in the conversation as :class:`ImageSource` references (file path + size read from
+the header, or an in-memory BEV rendering), not as decoded pixels: each backend loads what it
+needs where it needs it (the local VLM decodes at the size it sees, in its prefetch thread; the API
+annotator sends the JPEG file's bytes as they are, in its request thread).
+
 Prompt files: a header ``{#- dsdrive-prompt: version=1 schema=cot|risk hindsight=true|false -#}``
 and three jinja2 blocks, ``system``, ``user`` and ``reask`` (the latter sees ``error``). The
 stored ``prompt_version`` is ``teacher/<name>@v<version>``.
@@ -38,7 +43,63 @@ _HEADER = re.compile(r"\{#-?\s*dsdrive-prompt:(?P<fields>[^#]*)-?#\}")
 
 Message = dict[str, Any]
 """A chat message: ``{"role": ..., "content": str | list[item]}``; an item is
-``{"type": "text", "text": str}`` or ``{"type": "image", "image": PIL.Image, "camera": str}``."""
+``{"type": "text", "text": str}`` or ``{"type": "image", "source": ImageSource, "size": (w, h), "camera": str}``
+where ``size`` is the pixel size at which the model sees the image."""
+
+
+@dataclass
+class ImageSource:
+    """One image of a conversation, not decoded yet.
+
+    Attributes:
+        camera: camera name (``CAM_FRONT`` ...) or ``BEV``.
+        size: original (width, height) in pixels (from the file header, or of ``image``).
+        path: the image file (camera images), or None.
+        format: the file's format from its header (``JPEG``, ``PNG`` ...), or None.
+        image: an in-memory image (the BEV rendering), or None.
+    """
+
+    camera: str
+    size: tuple[int, int]
+    path: Path | None = None
+    format: str | None = None
+    image: Image.Image | None = None
+
+    @classmethod
+    def from_file(cls, camera: str, path: str | Path) -> "ImageSource":
+        """Read the header of ``path`` (size, format) without decoding the pixels.
+
+        Raises:
+            FileNotFoundError: no such file (the message names the camera and the path).
+            PIL.UnidentifiedImageError: the file is not an image Pillow can read.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"camera {camera} image_path {path} does not exist")
+        with Image.open(path) as im:
+            return cls(camera, im.size, path, im.format)
+
+    def load(self, size: tuple[int, int] | None = None) -> Image.Image:
+        """The image as RGB, resized to ``size`` (width, height) when given.
+
+        A JPEG file is decoded at a reduced DCT scale (``Image.draft``: 1/2, 1/4 or 1/8, never
+        below ``size``) before the bicubic resize, which is several times faster than decoding the
+        full frame and gives the same picture at the target size.
+
+        Raises:
+            OSError: the file cannot be decoded (truncated, corrupt); the message names the file.
+        """
+        size = tuple(size) if size is not None else self.size
+        if self.image is not None:
+            im = self.image.convert("RGB")
+        else:
+            try:
+                with Image.open(self.path) as f:
+                    f.draft("RGB", size)
+                    im = f.convert("RGB")
+            except OSError as exc:
+                raise OSError(f"camera {self.camera}: cannot decode {self.path}: {exc}") from exc
+        return im if im.size == size else im.resize(size, Image.Resampling.BICUBIC)
 
 
 @dataclass
@@ -191,27 +252,33 @@ class VLMAnnotator(Annotator):
                 text = text.replace(s, "***")
         return text
 
-    def _images(self, sample: PlanningSample) -> list[tuple[str, Image.Image]]:
-        """The sample's camera images (RGB), else its BEV rendering; raises FileNotFoundError."""
+    def _images(self, sample: PlanningSample) -> list[ImageSource]:
+        """The sample's camera images (headers only), else its BEV rendering.
+
+        Raises:
+            FileNotFoundError: a camera image is missing (names the sample, camera and path).
+        """
         if not sample.inputs.cameras:
-            return [("BEV", render_bev(sample))]
+            bev = render_bev(sample)
+            return [ImageSource("BEV", bev.size, image=bev)]
         out = []
         for cam in sample.inputs.cameras:
-            path = Path(cam.image_path)
-            if not path.is_file():
-                raise FileNotFoundError(f"sample {sample.sample_id}: camera {cam.name} image_path {path} does not exist")
-            with Image.open(path) as im:
-                out.append((cam.name, im.convert("RGB")))
+            try:
+                out.append(ImageSource.from_file(cam.name, cam.image_path))
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"sample {sample.sample_id}: {exc}") from exc
         return out
 
     def _conversation(self, sample: PlanningSample) -> tuple[list[Message], AnswerContext]:
+        """The first-turn messages of ``sample`` and the context its answer is parsed with."""
         images = self._images(sample)
-        seen = {c: (*self._seen_size(*im.size), *im.size) for c, im in images}
-        variables = prompt_variables(sample, [(c, seen[c][0], seen[c][1]) for c, _ in images], self.hindsight)
+        seen = {src.camera: (*self._seen_size(*src.size), *src.size) for src in images}
+        variables = prompt_variables(sample, [(c, s[0], s[1]) for c, s in seen.items()], self.hindsight)
         content: list[dict] = []
-        for cam, im in images:
+        for src in images:
+            cam = src.camera
             content.append({"type": "text", "text": f"{cam} ({seen[cam][0]}x{seen[cam][1]}):"})
-            content.append({"type": "image", "image": im, "camera": cam})
+            content.append({"type": "image", "source": src, "size": seen[cam][:2], "camera": cam})
         content.append({"type": "text", "text": self.prompt.render("user", **variables)})
         messages = [
             {"role": "system", "content": self.prompt.render("system", **variables)},
@@ -234,11 +301,48 @@ class VLMAnnotator(Annotator):
             reason=self._redact(reason), raw_text=self._redact(raw),
         )
 
+    def _first_answer(self, sample: PlanningSample, conv: list[Message], ctx: AnswerContext,
+                      raw: str | Exception) -> tuple[Annotation | AnnotationFailure, list[Message] | None]:
+        """Result of the first answer, and the re-ask conversation when the answer was invalid."""
+        if isinstance(raw, Exception):
+            return self._failure(sample, f"request failed: {type(raw).__name__}: {raw}", None), None
+        try:
+            return self._parse(raw, sample, ctx), None
+        except AnswerError as exc:
+            follow_up = {"role": "user", "content": self.prompt.render("reask", error=str(exc))}
+            reask = [*conv, {"role": "assistant", "content": raw}, follow_up]
+            return self._failure(sample, f"invalid answer: {exc}", raw), reask
+
+    def _second_answer(self, sample: PlanningSample, ctx: AnswerContext, first: AnnotationFailure,
+                       raw: str | Exception) -> Annotation | AnnotationFailure:
+        """Result of the re-ask answer (``first`` is the failure recorded for the first answer)."""
+        if isinstance(raw, Exception):
+            return self._failure(sample, f"re-ask request failed: {type(raw).__name__}: {raw}", first.raw_text)
+        try:
+            return self._parse(raw, sample, ctx)
+        except AnswerError as exc:
+            return self._failure(
+                sample, f"invalid answer after one re-ask: {exc}",
+                f"--- first answer ---\n{first.raw_text}\n--- re-ask answer ---\n{raw}",
+            )
+
+    def _annotate_one(self, sample: PlanningSample, ask) -> Annotation | AnnotationFailure:
+        """The whole flow for one sample with ``ask(conversation) -> str | Exception`` (used by
+        backends that serve samples independently, e.g. one request thread per sample)."""
+        try:
+            conv, ctx = self._conversation(sample)
+        except (FileNotFoundError, OSError, jinja2.UndefinedError) as exc:
+            return self._failure(sample, f"could not build the prompt: {exc}", None)
+        result, reask = self._first_answer(sample, conv, ctx, ask(conv))
+        return result if reask is None else self._second_answer(sample, ctx, result, ask(reask))
+
     def annotate(self, samples: list[PlanningSample]) -> list[Annotation | AnnotationFailure]:
         """Annotate ``samples``: ask, parse, re-ask once with the validation error, else fail.
 
-        Returns one :class:`Annotation` or :class:`AnnotationFailure` per sample, in order.
-        A sample whose images are missing fails without a request (reason names the file).
+        All first questions go to :meth:`_chat` in one call (the backend batches them), then all
+        re-asks in a second call. Returns one :class:`Annotation` or :class:`AnnotationFailure`
+        per sample, in order. A sample whose images are missing fails without a request (reason
+        names the file).
         """
         results: list[Annotation | AnnotationFailure | None] = [None] * len(samples)
         convs: dict[int, tuple[list[Message], AnswerContext]] = {}
@@ -251,27 +355,11 @@ class VLMAnnotator(Annotator):
         first = self._chat([convs[i][0] for i in order])
         reask: dict[int, list[Message]] = {}
         for i, raw in zip(order, first):
-            if isinstance(raw, Exception):
-                results[i] = self._failure(samples[i], f"request failed: {type(raw).__name__}: {raw}", None)
-                continue
-            try:
-                results[i] = self._parse(raw, samples[i], convs[i][1])
-            except AnswerError as exc:
-                follow_up = {"role": "user", "content": self.prompt.render("reask", error=str(exc))}
-                reask[i] = [*convs[i][0], {"role": "assistant", "content": raw}, follow_up]
-                results[i] = self._failure(samples[i], f"invalid answer: {exc}", raw)  # replaced if the re-ask works
+            results[i], again = self._first_answer(samples[i], *convs[i], raw)
+            if again is not None:
+                reask[i] = again
         if reask:
             second = self._chat(list(reask.values()))
             for i, raw in zip(reask, second):
-                if isinstance(raw, Exception):
-                    results[i] = self._failure(samples[i], f"re-ask request failed: {type(raw).__name__}: {raw}", results[i].raw_text)
-                    continue
-                try:
-                    results[i] = self._parse(raw, samples[i], convs[i][1])
-                except AnswerError as exc:
-                    first_raw = results[i].raw_text
-                    results[i] = self._failure(
-                        samples[i], f"invalid answer after one re-ask: {exc}",
-                        f"--- first answer ---\n{first_raw}\n--- re-ask answer ---\n{raw}",
-                    )
+                results[i] = self._second_answer(samples[i], convs[i][1], results[i], raw)
         return results  # type: ignore[return-value]

@@ -9,6 +9,7 @@ Run as (the two forms are the same command):
         --checkpoint ego_mlp=runs/ego_mlp student=runs/student --out /tmp/closed_loop_cmp
     python eval/closed_loop.py --planner log_replay ego_mlp --data outputs/main/planning \\
         --train-ego-mlp-if-missing --out /tmp/closed_loop_mlp
+    dsdrive closed-loop --planner log_waypoints constant_velocity --traffic reactive --out /tmp/closed_loop_reactive
 
 ``--checkpoint`` takes ``NAME=DIR`` per trained planner, or a bare ``DIR`` when exactly one
 requested planner needs one (the parsing of ``dsdrive open-loop``). ego_mlp without a checkpoint:
@@ -16,7 +17,8 @@ with ``--train-ego-mlp-if-missing`` it is trained on the *training* scenes of th
 ``--data`` (:func:`dsdrive.training.ego_mlp.train_ego_mlp_on_split`), saved to
 ``OUT/ego_mlp_trained/``, and this is printed; a warning names evaluated scenes it was trained on.
 
-Each planner (``log_replay`` = the logged expert, the reference row; any name of
+Each planner (``log_replay`` = the logged expert teleported along the log, the reference row;
+``log_waypoints`` = the logged future tracked by the controller, the harness check; any name of
 :func:`dsdrive.planners.registry.load_planner`) is rolled out on every scene (planner at 2 Hz,
 pure pursuit + PID at 10 Hz; see :mod:`dsdrive.evaluation.closed_loop.rollout`), scored with
 :mod:`dsdrive.evaluation.closed_loop.metrics` (route completion, collisions, NAVSIM-style NC / DAC / TTC /
@@ -27,8 +29,10 @@ offline, replaced by a stub for state-only simulation (a warning says so).
 
 ``--scenes`` keeps the scenario files whose names contain one of the given strings; each string
 must match a file (a typo is an error, not a smaller run), and the scene ids rolled out are printed.
-Bad input: a folder with no scenario -> exit 2 with a clear message; a scenario MetaDrive
-rejects or a planner failure -> recorded in the report, the run goes on.
+Bad input: a folder with no scenario, a checkpoint folder that is missing or is not that
+planner's -> exit 2 with a one-line message naming it; a scenario MetaDrive rejects, one shorter
+than the horizon, one without a map (DAC/PDMS unscored) or a planner failure (e.g. NaN
+waypoints) -> recorded in the report with the reason, the run goes on.
 """
 
 from __future__ import annotations
@@ -120,6 +124,22 @@ def resolve_checkpoints(args: argparse.Namespace, out: Path) -> dict[str, str]:
     return checkpoints
 
 
+def summary_line(name: str, agg: dict) -> str:
+    """One printed line of a planner's run aggregates (``-`` for what was not scored)."""
+    if not agg.get("ran"):
+        return f"{name}: no scenario ran (failed {agg['failed']}, rejected {agg['rejected']})"
+
+    def f(key: str, digits: int = 3) -> str:
+        return "-" if agg.get(key) is None else f"{agg[key]:.{digits}f}"
+
+    return (f"{name}: RC {f('route_completion')} arrival {f('arrival')} coll.veh {f('collision_vehicle')} "
+            f"coll.ped {f('collision_pedestrian')} coll.obj {f('collision_object')} off-road {f('off_road')} "
+            f"route-dep {f('route_departure')} NC {f('nc')} DAC {f('dac')} TTC {f('ttc')} C {f('comfort')} EP {f('ep')} "
+            f"PDMS {f('pdms')} tracking lon {f('tracking_lon_mean', 2)}/{f('tracking_lon_max', 2)} lat "
+            f"{f('tracking_lat_mean', 2)}/{f('tracking_lat_max', 2)} m "
+            f"(ran {agg['ran']}, failed {agg['failed']}, rejected {agg['rejected']}, {agg.get('wall_s', 0):.0f} s)")
+
+
 def main(argv: list[str] | None = None, prog: str = "dsdrive closed-loop") -> int:
     """``dsdrive closed-loop`` / ``python eval/closed_loop.py``: roll out, score, write the report.
     Returns 0, or 2 after a one-line error (no scenario, bad ``--scenes`` / checkpoints / data)."""
@@ -152,11 +172,7 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive closed-loop") -> in
         agg = aggregate(metrics, [p.latency_ms for r in rollouts for p in r.plans if name != LOG_REPLAY])
         agg["wall_s"] = time.perf_counter() - t0
         runs[name] = {"aggregate": agg, "scenarios": list(zip(rollouts, metrics))}
-        print(f"{name}: RC {agg['route_completion']:.3f} arrival {agg['arrival']:.3f} coll.veh {agg['collision_vehicle']:.3f} "
-              f"coll.ped {agg['collision_pedestrian']:.3f} off-road {agg['off_road']:.3f} NC {agg['nc']:.3f} DAC {agg['dac']:.3f} "
-              f"TTC {agg['ttc']:.3f} C {agg['comfort']:.3f} EP {agg['ep']:.3f} PDMS {agg['pdms']:.3f} "
-              f"(ran {agg['ran']}, failed {agg['failed']}, rejected {agg['rejected']}, {agg['wall_s']:.0f} s)"
-              if agg.get("pdms") is not None else f"{name}: no scenario ran (failed {agg['failed']}, rejected {agg['rejected']})")
+        print(summary_line(name, agg))
     cfg = dict(scenarios=str(src), working_copy=str(work.directory), traffic=args.traffic, planners=args.planner,
                checkpoint=checkpoints, data=args.data, scenes=args.scenes, max_steps=args.max_steps)
     json_path, html_path = write_report(out, runs, cfg)

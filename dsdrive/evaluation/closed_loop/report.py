@@ -11,13 +11,16 @@ opens from disk with no server: BEV plots are matplotlib PNGs embedded as base64
   the one its waypoints imply (planners that state none: not applicable).
 * **Scenarios**: per planner x scenario, a BEV plot (simulator frame, metres: map, logged ego
   path, driven ego path, agents at the end with their driven paths, planned waypoints at every
-  replanning step, events), the events with the explanation in force at that moment, and the
+  replanning step, events; event labels are placed so that none overlaps another,
+  :func:`place_labels`), the events with the explanation in force at that moment, and the
   per-step explanations (text, stated and implied meta-action, mode scores, top-risk objects,
   latency).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,6 @@ from dsdrive.evaluation.report_common import (
     AGENT_COLORS,
     draw_boxes,
     draw_map,
-    figure_png_base64,
     jsonable,
     new_figure,
     report_environment,
@@ -39,8 +41,44 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "closed_loop_report.html.j2"
 
 
-def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
-    """BEV plot of one rollout as a base64 PNG string (simulator frame, metres, equal axes)."""
+LABEL_OFFSETS_PT = [(6, 6), (6, -14), (-6, 6), (-6, -14), (6, 20), (-6, 20), (6, -28), (-6, -28), (6, 34), (-6, 34),
+                    (6, -42), (-6, -42), (6, 48), (-6, 48)]
+"""Candidate offsets (points) of an event label from its marker, tried in order."""
+
+
+def place_labels(ax, points: np.ndarray, texts: list[str], **kw) -> list:
+    """Annotate ``points`` (N, 2) (data coordinates) with ``texts`` so that no two labels overlap.
+
+    Each label takes the first offset of :data:`LABEL_OFFSETS_PT` (left-aligned to the right of
+    the point for positive x offsets, right-aligned for negative ones) whose box overlaps no
+    label placed before it, measured with the figure's renderer; if every candidate overlaps, it
+    goes below the lowest label placed so far. Returns the ``Annotation`` artists.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    placed, boxes = [], []
+    for p, text in zip(points, texts):
+        ann = None
+        for dx, dy in LABEL_OFFSETS_PT:
+            cand = ax.annotate(text, p, xytext=(dx, dy), textcoords="offset points", ha="left" if dx >= 0 else "right", **kw)
+            box = cand.get_window_extent(renderer).expanded(1.05, 1.15)
+            if not any(box.overlaps(b) for b in boxes):
+                ann = cand
+                break
+            cand.remove()
+        if ann is None:
+            low = min((b.y0 for b in boxes), default=0.0)
+            disp = ax.transData.transform(p)
+            dy = (low - disp[1]) * 72.0 / fig.dpi - 16
+            ann = ax.annotate(text, p, xytext=(6, dy), textcoords="offset points", ha="left", **kw)
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+        placed.append(ann)
+        boxes.append(box)
+    return placed
+
+
+def bev_figure(sr, metrics: dict, margin: float = 25.0, dpi: int = 90):
+    """BEV plot of one rollout (simulator frame, metres, equal axes): ``(fig, event labels)``."""
     fig, ax = new_figure((7.5, 7.5), dpi)
     pts = np.vstack([sr.ego_xy, sr.log_xy[sr.log_valid]]) if len(sr.ego_xy) else sr.log_xy
     lo, hi = square_view(pts, margin)
@@ -69,10 +107,6 @@ def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
         for k, col in ((0, "#9fb3ff"), (-1, "#1f3fbf")):
             c = box_corners(sr.ego_xy[k, 0], sr.ego_xy[k, 1], sr.ego_length, sr.ego_width, sr.ego_yaw[k])
             ax.fill(c[:, 0], c[:, 1], color=col, alpha=0.9, zorder=7)
-        for e in metrics.get("events", []):
-            s = min(e["step"], len(sr.ego_xy) - 1)
-            ax.plot(*sr.ego_xy[s], "x", color="red", ms=11, mew=2.5, zorder=8)
-            ax.annotate(e["kind"], sr.ego_xy[s], color="red", fontsize=7, xytext=(4, 4), textcoords="offset points", zorder=8)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
@@ -80,7 +114,27 @@ def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
     ax.set_ylabel("y (m)")
     ax.set_title(f"{sr.scene_id} - {sr.planner}")
     ax.legend(loc="upper right", fontsize=7)
-    return figure_png_base64(fig)
+    labels = []
+    if len(sr.ego_xy):
+        events = metrics.get("events", [])
+        pts = np.array([sr.ego_xy[min(e["step"], len(sr.ego_xy) - 1)] for e in events]).reshape(-1, 2)
+        for p in pts:
+            ax.plot(*p, "x", color="red", ms=11, mew=2.5, zorder=8)
+        fig.tight_layout()
+        labels = place_labels(ax, pts, [f"{e['kind']} ({e['t']:.1f} s)" for e in events], color="red", fontsize=7, zorder=9,
+                              bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+    return fig, labels
+
+
+def bev_png(sr, metrics: dict, margin: float = 25.0, dpi: int = 90) -> str:
+    """BEV plot of one rollout as a base64 PNG string (see :func:`bev_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig, _ = bev_figure(sr, metrics, margin, dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")  # no second tight_layout: it would move the axes under the placed labels
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _explanation_at(sr, step: int) -> dict | None:

@@ -17,11 +17,21 @@ One scenario:
    (arrival, out of road) is recorded but does not stop the rollout, so every planner is judged
    over the same horizon.
 
-Traffic: ``replay`` (logged agents, non-reactive) or ``reactive`` (MetaDrive's IDM on the logged
-routes for vehicles, ``reactive_traffic=True``).
+Traffic: ``replay`` (logged agents, non-reactive) or ``reactive`` (logged vehicles follow their
+logs but brake for the ego with an IDM: :mod:`dsdrive.evaluation.closed_loop.reactive_traffic`;
+MetaDrive's own ``reactive_traffic`` switch is never used).
 
 ``log_replay`` (``planner=None``) is the reference row: the ego follows the log exactly
-(MetaDrive's ``ReplayEgoCarPolicy``); the logged future at each 0.5 s is recorded as its "plan".
+(MetaDrive's ``ReplayEgoCarPolicy``, a teleport: neither the controller nor the vehicle dynamics
+are exercised); the logged future at each 0.5 s is recorded as its "plan". ``log_waypoints``
+(:class:`dsdrive.planners.log_future.LogWaypointsPlanner`, ``reads_log = True``) is the harness
+check: the logged future handed to the same controller as any planner; the rollout gives it the
+scenario's logged ego track (:meth:`~dsdrive.planners.log_future.LogWaypointsPlanner.set_log`)
+and asks it for the logged waypoints at each replanning step instead of building inputs.
+
+The drivable area for DAC is built once per scenario from its map
+(:class:`dsdrive.evaluation.drivable_area.DrivableArea`); a scenario without a usable map still
+runs, with DAC and PDMS unscored and the reason in ``notes``.
 
 Failures never stop a run: a scenario MetaDrive rejects (reset raises) is recorded ``rejected``
 with the reason; a planner that raises, returns a non-finite value or the wrong shape ends that
@@ -44,7 +54,9 @@ from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, MapCach
 from dsdrive.evaluation.closed_loop.controller import WaypointController
 from dsdrive.evaluation.closed_loop.explain import describe_plan
 from dsdrive.evaluation.closed_loop.metadrive_assets import ensure_offline_assets
+from dsdrive.evaluation.closed_loop.reactive_traffic import ReactiveTraffic
 from dsdrive.evaluation.closed_loop.scenario_index import WorkingCopy
+from dsdrive.evaluation.drivable_area import DrivableArea, NoDrivableArea
 from dsdrive.constants import FUTURE_STEPS, METADRIVE_EGO_LENGTH_M, METADRIVE_EGO_WIDTH_M, SIM_DT, STEP_SECONDS
 
 TAIL_TRIM_STEPS = 5
@@ -58,7 +70,8 @@ class RolloutConfig:
     """Options of a closed-loop run.
 
     Attributes:
-        traffic: ``replay`` (logged, non-reactive) or ``reactive`` (MetaDrive IDM).
+        traffic: ``replay`` (logged, non-reactive) or ``reactive`` (logged vehicles that brake
+            for the ego: :mod:`dsdrive.evaluation.closed_loop.reactive_traffic`).
         max_steps: cap on simulator steps per scenario (None: the log length - 1 - 5).
         replan_steps: simulator steps between planner calls (5 = 2 Hz).
         explain: ask planners that explain themselves for their explanation at every call
@@ -98,6 +111,10 @@ class ScenarioRollout:
         ego_length, ego_width: the simulated ego body (m), read from MetaDrive's vehicle
             (default :data:`dsdrive.constants.METADRIVE_EGO_LENGTH_M` / ``_WIDTH_M``).
         plans: the planner calls.
+        drivable_area: the map's drivable area (None: no usable map; ``notes`` says why).
+        notes: why a score could not be computed (e.g. no map).
+        reactive_events: in reactive traffic, ``{step, agent_id, detail}`` the first time each
+            vehicle braked for a leader (:class:`ReactiveTraffic`).
     """
 
     scene_id: str
@@ -120,6 +137,9 @@ class ScenarioRollout:
     ego_width: float = METADRIVE_EGO_WIDTH_M
     map: MapCache | None = None
     plans: list = field(default_factory=list)
+    drivable_area: DrivableArea | None = None
+    notes: list = field(default_factory=list)
+    reactive_events: list = field(default_factory=list)
     wall_s: float = 0.0
     warnings: list = field(default_factory=list)
 
@@ -129,7 +149,8 @@ class ScenarioRollout:
 
 
 def make_env(workdir: WorkingCopy, log_replay: bool, traffic: str):
-    """A ``ScenarioEnv`` over the working copy (state only, no rendering).
+    """A ``ScenarioEnv`` over the working copy (state only, no rendering). MetaDrive replays the
+    traffic in both modes; ``reactive`` is applied by the rollout (:class:`ReactiveTraffic`).
 
     Raises:
         ValueError: unknown ``traffic``.
@@ -146,7 +167,7 @@ def make_env(workdir: WorkingCopy, log_replay: bool, traffic: str):
         data_directory=str(workdir.directory),
         num_scenarios=len(workdir.files),
         agent_policy=ReplayEgoCarPolicy if log_replay else EnvInputPolicy,
-        reactive_traffic=traffic == "reactive",
+        reactive_traffic=False,  # reactive traffic is ours (ReactiveTraffic), applied in the rollout
         use_render=False,
         log_level=logging.ERROR,
         horizon=None,
@@ -189,10 +210,14 @@ def _validate_waypoints(wp: Any) -> np.ndarray:
     return arr[:, :3]
 
 
-def _call_planner(planner: Planner, inputs, explain: bool = True) -> tuple[np.ndarray, Any, float]:
+def _call_planner(planner: Planner, inputs, explain: bool = True, log_pose: tuple | None = None) -> tuple[np.ndarray, Any, float]:
+    """Plan once: ``(waypoints (6, 3) validated, explanation or None, latency ms)``. A planner that
+    reads the log (``reads_log``) is asked ``plan_from_log(*log_pose)`` = (step, ego xy, ego yaw)."""
     t0 = time.perf_counter()
     explanation = None
-    if explain and hasattr(planner, "plan_and_explain"):
+    if log_pose is not None:
+        wp = planner.plan_from_log(*log_pose)
+    elif explain and hasattr(planner, "plan_and_explain"):
         wp, explanation = planner.plan_and_explain(inputs)
     else:
         wp = planner.compute_trajectory(inputs)
@@ -230,7 +255,15 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
     sr.log_valid = np.asarray(ego_track["valid"]).astype(bool)
     sr.map = MapCache.from_scenario(scenario, file)
     sr.warnings.extend(sr.map.skipped)
+    try:
+        sr.drivable_area = DrivableArea.from_map_features(scenario.get("map_features"), file)
+    except NoDrivableArea as e:
+        sr.notes.append(f"{e}; DAC and PDMS not scored")
     log = ScenarioLog.from_scenario(scenario)
+    reads_log = planner is not None and getattr(planner, "reads_log", False)
+    if reads_log:
+        planner.set_log(sr.log_xy, sr.log_yaw, sr.log_valid)
+    traffic = ReactiveTraffic.from_scenario(scenario) if config.traffic == "reactive" else None
     horizon = max(int(scenario["length"]) - 1 - TAIL_TRIM_STEPS, 1)
     if config.max_steps is not None:
         horizon = min(horizon, int(config.max_steps))
@@ -250,10 +283,13 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
                 wp, expl, lat = _logged_future(sr, step), None, 0.0
                 cmd = "-"
             else:
-                inputs = build_planning_inputs(f"{scene_id}_cl{step}", scene_id, trace, agents[-1], sr.map, log)
-                cmd = inputs.command
+                if reads_log:
+                    inputs, cmd, log_pose = None, "-", (step, ego.xy, ego.yaw)
+                else:
+                    inputs = build_planning_inputs(f"{scene_id}_cl{step}", scene_id, trace, agents[-1], sr.map, log)
+                    cmd, log_pose = inputs.command, None
                 try:
-                    wp, expl, lat = _call_planner(planner, inputs, config.explain)
+                    wp, expl, lat = _call_planner(planner, inputs, config.explain, log_pose)
                 except Exception as e:  # noqa: BLE001 - a planner failure ends this scenario only
                     sr.status, sr.failure_step = "failed", step
                     sr.failure = f"planner {name} failed at step {step} (t={t_now:.1f} s): {type(e).__name__}: {e}"
@@ -262,7 +298,7 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
             sr.plans.append(
                 PlanRecord(step, round(t_now, 2), cmd, np.round(wp, 3).tolist(),
                            np.round(ego_to_global(wp[:, :2], ego.xy, ego.yaw), 3).tolist(), round(lat, 3),
-                           describe_plan(wp, float(np.hypot(*ego.velocity)), expl, log_replay=planner is None))
+                           describe_plan(wp, float(np.hypot(*ego.velocity)), expl, log_replay=planner is None or reads_log))
             )
         if planner is None:
             action = np.zeros(2)
@@ -276,6 +312,16 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
             break
         actions.append(action)
         trace.append(_ego_state(env.agent))
+        if traffic is not None:
+            e = trace[-1]
+            try:
+                traffic.after_step(env, step + 1, e.xy, e.velocity, e.length, e.width)
+            except Exception as exc:  # noqa: BLE001 - a traffic error ends this scenario only
+                sr.status, sr.failure_step = "failed", step
+                sr.failure = f"reactive traffic failed at step {step + 1}: {type(exc).__name__}: {exc}"
+                trace.pop()
+                actions.pop()
+                break
         agents.append(_agent_state(env))
         for k in CRASH_KEYS:
             flags[k].append(bool(info.get(k, False)))
@@ -287,6 +333,8 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
     sr.flags = {k: np.asarray(v_, bool) for k, v_ in flags.items()}
     sr.md_route_completion = np.asarray(rc)
     sr.agents = agents
+    if traffic is not None:
+        sr.reactive_events = list(traffic.events)
     sr.wall_s = time.perf_counter() - t_start
     return sr
 

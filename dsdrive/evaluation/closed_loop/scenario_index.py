@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsdrive.constants import FUTURE_STEPS, SIM_DT, STEP_SECONDS
 from dsdrive.data.atomic_io import write_bytes_atomic
 from dsdrive.data.safe_pickle import load_pickle
 
@@ -28,6 +29,10 @@ SUMMARY_FILE = "dataset_summary.pkl"
 MAPPING_FILE = "dataset_mapping.pkl"
 REQUIRED_KEYS = ("id", "version", "length", "tracks", "map_features", "metadata", "dynamic_map_states")
 """Top-level keys of a ScenarioNet scenario (``ScenarioDescription``) that MetaDrive reads."""
+MIN_SCENARIO_STEPS = FUTURE_STEPS * round(STEP_SECONDS / SIM_DT) + 5 + 1
+"""Shortest scenario a closed-loop run accepts (36 steps = 3.6 s at 10 Hz): one planning horizon
+(3 s, so the logged future and the log_waypoints plan exist) plus the 0.5 s the rollout trims
+off every log's end, plus the start."""
 
 
 @dataclass
@@ -89,8 +94,9 @@ def check_scenario(path: Path) -> dict:
         The scenario's ``metadata`` dict (what ScenarioNet stores in the summary).
 
     Raises:
-        ValueError: a required key is missing, the ego (``metadata.sdc_id``) has no track, or the
-            ego is never valid; the message names file, field and value.
+        ValueError: a required key is missing, the ego (``metadata.sdc_id``) has no track, the
+            ego is never valid, or the scenario is shorter than :data:`MIN_SCENARIO_STEPS`; the
+            message names file, field and value.
         pickle.UnpicklingError / UnsafePickleError: the file is not a plain-data pickle.
     """
     sd = load_pickle(path)
@@ -106,8 +112,9 @@ def check_scenario(path: Path) -> dict:
     valid = sd["tracks"][sdc]["state"].get("valid")
     if valid is None or not bool(sum(valid)):
         raise ValueError(f"{path.name}: tracks[{sdc!r}].state.valid is never true (no ego states)")
-    if int(sd["length"]) < 2:
-        raise ValueError(f"{path.name}: length={sd['length']} (< 2 steps)")
+    if int(sd["length"]) < MIN_SCENARIO_STEPS:
+        raise ValueError(f"{path.name}: length={sd['length']} steps is shorter than the horizon "
+                         f"({MIN_SCENARIO_STEPS} steps needed: 3 s plan + 0.5 s trimmed tail)")
     return dict(meta)
 
 
