@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsdrive.constants import SIM_DT
+from dsdrive.constants import METADRIVE_EGO_LENGTH_M, METADRIVE_EGO_WIDTH_M, SIM_DT
 
 MIN_PATH_M = 2.0
 """A vehicle whose valid positions span less than this (m) is parked: replayed, never reactive."""
@@ -147,7 +147,7 @@ class ReactiveTraffic:
             s_log = np.full(len(valid), np.nan)
             s_log[steps] = cum
             lw = [float(np.nanmax(np.asarray(st.get(k, [np.nan]), np.float64))) for k in ("length", "width")]
-            length, width = (max(lw), min(lw)) if all(np.isfinite(lw)) else (4.5, 1.9)
+            length, width = (max(lw), min(lw)) if all(np.isfinite(lw)) else (METADRIVE_EGO_LENGTH_M, METADRIVE_EGO_WIDTH_M)  # no logged box: MetaDrive's vehicle body
             if keep.sum() < 2:
                 continue
             paths[str(tid)] = _Path(s_log, cum[keep], p[keep], np.unwrap(head[steps][keep]), length, width)
