@@ -36,7 +36,7 @@ fi
 echo "held-out scenes: $VAL"
 
 echo "== 2/5 annotate with the privileged rule annotator (resumable)"
-dsdrive annotate --teacher rule --data "$OUT/planning" --out "$OUT/annotations"
+dsdrive annotate --annotator rule --data "$OUT/planning" --out "$OUT/annotations"
 dsdrive merge --data "$OUT/planning" --annotations "$OUT/annotations" --out "$OUT/planning_annotated"
 
 echo "== 3/5 distil the student (accelerate launch recipes/distill.py, tiny config, CPU)"
