@@ -255,7 +255,7 @@ def bev_figure(inputs: OpenLoopReportInputs, ws: WorstSample, margin: float = 12
                     Line2D([], [], color="red", lw=1.8, label="agent box hit (GT, same step)")]
     late = np.vstack([gt[4:, :2], *[p[ws.index, 4:, :2] for p in inputs.predictions.values()]])
     zoom.set(xlim=(late[:, 0].min() - 0.8, late[:, 0].max() + 0.8), ylim=(late[:, 1].min() - 0.8, late[:, 1].max() + 0.8))
-    zoom.set_aspect("equal", adjustable="datalim")
+    zoom.set_aspect("equal", adjustable="box")  # both limits fixed: the inset box takes the aspect
     zoom.set_title("zoom on +2.5 and +3.0 s (m, ego frame)", fontsize=7)
     zoom.tick_params(labelsize=6)
     zoom.grid(alpha=0.3)
