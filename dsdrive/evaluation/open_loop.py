@@ -189,15 +189,21 @@ class OpenLoopRun:
     planners: dict[str, Planner] = field(default_factory=dict)
 
 
+def add_planner_selection_arguments(ap: argparse.ArgumentParser, planner_help: str = "one or more planners") -> None:
+    """Add ``--data``, ``--planner``, ``--checkpoint`` and ``--scenes``: what every command that scores
+    planners on planning samples takes (``dsdrive open-loop``, ``dsdrive pdm-score``)."""
+    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
+    ap.add_argument("--planner", nargs="+", required=True, choices=planner_names(), help=planner_help)
+    ap.add_argument("--checkpoint", nargs="*", default=[], help="DIR, or NAME=DIR per trained planner")
+    ap.add_argument("--scenes", default="val", help="val (default: every held-out scene, %s) | train | all | comma-separated scene ids"
+                    % ",".join(DEFAULT_VAL_SCENES))
+
+
 def build_parser(prog: str = "dsdrive open-loop") -> argparse.ArgumentParser:
     """The open-loop command line (also ``python eval/open_loop.py``); see the module docstring."""
 
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
-    ap.add_argument("--planner", nargs="+", required=True, choices=planner_names(), help="one or more planners")
-    ap.add_argument("--checkpoint", nargs="*", default=[], help="DIR, or NAME=DIR per trained planner")
-    ap.add_argument("--scenes", default="val", help="val (default: every held-out scene, %s) | train | all | comma-separated scene ids"
-                    % ",".join(DEFAULT_VAL_SCENES))
+    add_planner_selection_arguments(ap)
     ap.add_argument("--include-augmented", action="store_true",
                     help="also score agent-as-ego and mirrored samples (default: the recorded ego, un-mirrored, only)")
     ap.add_argument("--train-ego-mlp-if-missing", action="store_true",

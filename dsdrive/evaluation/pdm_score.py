@@ -452,15 +452,10 @@ def default_scenarios_for(data: str | Path, explicit: str | None) -> Path:
 
 def build_parser(prog: str = "dsdrive pdm-score") -> argparse.ArgumentParser:
     """The PDM-score command line (also ``python eval/pdm_score.py``); see the module docstring."""
-    from dsdrive.data.splits import DEFAULT_VAL_SCENES
-    from dsdrive.planners.registry import planner_names
+    from dsdrive.evaluation.open_loop import add_planner_selection_arguments
 
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
-    ap.add_argument("--planner", nargs="+", required=True, choices=planner_names(), help="one or more planners (ground_truth: the logged future)")
-    ap.add_argument("--checkpoint", nargs="*", default=[], help="DIR, or NAME=DIR per trained planner")
-    ap.add_argument("--scenes", default="val", help="val (default: every held-out scene, %s) | train | all | comma-separated scene ids"
-                    % ",".join(DEFAULT_VAL_SCENES))
+    add_planner_selection_arguments(ap, planner_help="one or more planners (ground_truth: the logged future)")
     ap.add_argument("--scenarios", default=None, help="ScenarioNet folder the dataset was built from (default: its build_report.json input)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", required=True, help="report FILE.json; FILE.md is written beside it")
