@@ -14,15 +14,14 @@ cached planning-teacher outputs (:mod:`dsdrive.training.planning_kd`) add the Di
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
-from transformers import Trainer
 
 from dsdrive.training.planning_kd import KD_TERMS, planning_kd_terms, pop_teacher_outputs
 from dsdrive.data.types import PlanningSample
+from dsdrive.training.loss_terms import LossTermsTrainer
 
 LOSS_TERMS = ("waypoint_l1", "mode_ce", "reasoning_ce", "risk_l1", "meta_action_ce")
 
@@ -40,12 +39,8 @@ class EncodedSamples(Dataset):
         return self.items[i]
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(LossTermsTrainer):
     """``Trainer`` for the student; pass ``data_collator=StudentDataCollator(processor)``."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Weighted sum of the student's loss terms (weights from ``StudentConfig.loss_weights``).
@@ -68,16 +63,6 @@ class DistillTrainer(Trainer):
             for k in KD_TERMS:
                 self._terms[mode][k].append(float(kd[k].detach()))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add each loss term's mean since the last log (``eval_`` prefix in evaluation)."""
-        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if mode == "eval" else ""
-        for k, vals in self._terms[mode].items():
-            if vals:
-                logs[prefix + k] = round(sum(vals) / len(vals), 5)
-        self._terms[mode].clear()
-        super().log(logs, start_time)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation: the loss only (the student's predictions are scored by dsdrive.evaluation.open_loop)."""

@@ -29,13 +29,12 @@ from ``Trainer``.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import fields
 
 import torch
-from transformers import Trainer
 
 from dsdrive.data.types import PlanningSample
+from dsdrive.training.loss_terms import LossTermsTrainer
 from dsdrive.distilldrive.teacher_inputs import TeacherBatch, build_teacher_batch
 from dsdrive.distilldrive.teacher_evaluation import evaluate_teacher
 
@@ -77,7 +76,7 @@ def to_teacher_batch(inputs: dict) -> TeacherBatch:
     return TeacherBatch(**{n: inputs[n] for n in names})
 
 
-class PlanningTeacherTrainer(Trainer):
+class PlanningTeacherTrainer(LossTermsTrainer):
     """``Trainer`` for :class:`dsdrive.distilldrive.PlanningTeacher` (see the module docstring).
 
     Args:
@@ -94,7 +93,6 @@ class PlanningTeacherTrainer(Trainer):
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
         self.loss_is_scaled_for_ga = False  # the teacher's loss is a per-batch mean
-        self._terms = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._open_loop_samples: list[PlanningSample] | None = None
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
@@ -143,13 +141,3 @@ class PlanningTeacherTrainer(Trainer):
                 output.metrics[f"{metric_key_prefix}_uniad_l2_avg"] = round(float(uniad["L2"]["avg"]), 5)
             output.metrics[f"{metric_key_prefix}_num_open_loop"] = report["num_evaluated"]
         return output
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add each loss term's mean since the last log (``eval_`` prefix in evaluation)."""
-        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if mode == "eval" else ""
-        for k, vals in self._terms[mode].items():
-            if vals:
-                logs[prefix + k] = round(sum(vals) / len(vals), 5)
-        self._terms[mode].clear()
-        super().log(logs, start_time)
