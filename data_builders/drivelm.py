@@ -32,9 +32,12 @@ import datasets
 from datasets import Features, Sequence, Value
 from pydantic import BaseModel, Field
 
+from dsdrive.data.paths import SHARED_DATA
 from dsdrive.data.types import CAMERA_NAMES
 
 STAGES = ("perception", "prediction", "planning", "behavior")
+DRIVELM_SAMPLE = SHARED_DATA / "drivelm-challenge-sample"
+"""The shared DriveLM sample (nine keyframes with six real images each)."""
 _KEY = re.compile(r"^<(c\d+),(CAM_[A-Z_]+),(-?[\d.]+),(-?[\d.]+)>$")
 
 
@@ -143,6 +146,38 @@ def load_records(input_dir: str | Path, json_name: str = "train_sample.json", st
         "skipped": skipped,
     }
     return records, report
+
+
+def keyframe_planning_sample(index: int = 0, input_dir: str | Path = DRIVELM_SAMPLE):
+    """Keyframe ``index`` (file order, :func:`load_records`) as an image-only :class:`PlanningSample`.
+
+    DriveLM's JSON has no calibration, ego state or future: the six cameras get identity
+    ``intrinsics`` / ``cam2ego`` placeholders (a camera student reads them with the LLM but does not
+    lift them to BEV), agents / map / history are empty, the ego status and future are masked out
+    and the command is STRAIGHT. Source ``drivelm``, scene id = the scene token, sample id = the
+    keyframe (nuScenes sample) token.
+
+    Raises:
+        FileNotFoundError: no DriveLM JSON under ``input_dir``.
+        DriveLMFormatError: malformed content or a missing image (naming file, keyframe, key).
+        IndexError: ``index`` outside the keyframes (naming the count).
+    """
+    import numpy as np
+
+    from dsdrive.data.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
+
+    records, _ = load_records(input_dir, strict=True)
+    if not -len(records) <= index < len(records):
+        raise IndexError(f"{input_dir}: keyframe index {index} outside the {len(records)} keyframes")
+    rec = records[index]
+    cameras = [Camera(cam, path, np.eye(3, dtype=np.float32), np.eye(4, dtype=np.float32)) for cam, path in rec.image_paths.items()]
+    inputs = PlanningInputs(
+        sample_id=rec.sample_token, scene_id=rec.scene_token, ego_history=np.zeros((4, 3), np.float32), ego_history_mask=np.zeros(4, bool),
+        ego_status=np.zeros(6, np.float32), ego_status_mask=np.zeros(6, bool), command="STRAIGHT", agents=Agents.empty(),
+        map=MapPolylines.empty(), cameras=cameras,
+    )
+    targets = PlanningTargets(np.zeros((6, 3), np.float32), np.zeros(6, bool), np.zeros((0, 12, 3), np.float32), np.zeros((0, 12), bool))
+    return PlanningSample("drivelm", "unknown", 0.0, inputs, targets)
 
 
 def drivelm_features() -> Features:

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "planning-teacher": ("dsdrive.training.planning_teacher", "main", "train the DistillDrive planning teacher (privileged: ground-truth agents and map)"),
     "ego-mlp": ("dsdrive.training.ego_mlp", "main", "train the ego-status MLP baseline (AD-MLP style)"),
     "distill": ("dsdrive.training.distill", "main", "distil the student (same as `accelerate launch recipes/distill.py`)"),
+    "dagger": ("dsdrive.training.dagger", "main", "on-policy distillation: student rollouts in MetaDrive labelled by PDM-Closed, aggregated, retrained (DAgger)"),
     # evaluation
     "open-loop": ("dsdrive.evaluation.open_loop", "main", "open-loop L2 / collision of planners (ST-P3 and UniAD protocols)"),
     "pdm-score": ("dsdrive.evaluation.pdm_score", "main", "NAVSIM-style PDM score per sample (bicycle + LQR against the logged agents)"),

@@ -5,6 +5,7 @@ Run as:
     python eval/bench_student.py --shape qwen2.5-0.5b --only latency,step  # Qwen2.5-0.5B shape, random weights
     python eval/bench_student.py --shape qwen2.5-0.5b --only memory        # QLoRA vs fp32 LoRA, recipe settings
     python eval/bench_student.py --data outputs/main/planning_annotated    # your annotated dataset
+    python eval/bench_student.py --only latency --sequence-order reasoning_first   # + reasoning-first plan() cost
 
 Data: ``--data`` (an annotated planning dataset: ``dsdrive build`` + ``dsdrive annotate`` +
 ``dsdrive merge``); when the folder does not exist the same three stages run first on the
@@ -25,6 +26,10 @@ shape, batch, sequence lengths, threads, device), then the whole report as JSON:
     same trajectory as text "[(x1,y1),...,(x6,y6)]" (GPT-Driver / EvoDriveVLA style) with
     ``backbone.generate`` (greedy, KV cache) after the same prompt, forcing exactly as many new
     tokens as the tokenised trajectory string has (min_new_tokens = max_new_tokens); batch 1.
+    With ``--sequence-order reasoning_first`` also: ``plan()`` of the same student (same weights)
+    with the reasoning-first layout, which generates the reasoning before reading the queries,
+    forced to as many tokens as the sample's annotator reasoning has (random weights emit no eos),
+    vs the plan-first ``plan()``; batch 1.
 (b) training step: one distillation step (all heads + the five losses) vs one plain SFT step (LM
     loss on the reasoning text only, backbone only), same backbone, batch and AdamW (one optimizer
     over all parameters, so its state is shared: an SFT step updates the backbone only).
@@ -33,7 +38,10 @@ shape, batch, sequence lengths, threads, device), then the whole report as JSON:
     gradient checkpointing on the backbone; AdamW): two steps, the peak of the second (optimizer
     state allocated). CPU: the resident-set high-water mark reset just before that step
     (``/proc/self/clear_refs``), minus the resident set before the model was loaded (weights,
-    gradients, optimizer state and activations count; libraries and load-time transients do not);
+    gradients, optimizer state and activations count; libraries and load-time transients do not:
+    ``malloc_trim`` hands freed heap back to the system before each reading, and glibc maps every
+    block over 128 KiB on its own (:data:`MALLOC_ENV`), else freed heap stays resident by chance and
+    counts as the step's);
     CUDA: ``torch.cuda.max_memory_allocated``. Plus each backbone's ``get_memory_footprint()``.
 
 Each ratio's two sides are timed interleaved (A B A B ..., after one warm-up of each), so load
@@ -44,6 +52,7 @@ reported.
 from __future__ import annotations
 
 import argparse
+import copy
 import contextlib
 import io
 import json
@@ -165,6 +174,29 @@ def bench_latency(model, proc, samples, reps: int) -> dict:
             "plan_sequence_median": statistics.median(r[3] for r in rows)}
 
 
+def bench_reasoning_first(model, proc, samples, reps: int) -> dict:
+    """Latency of a reasoning-first ``plan()`` (generate the reasoning, then read the queries; the
+    same weights, ``sequence_order`` switched) vs the plan-first ``plan()`` (one forward), batch 1;
+    the reasoning is forced to the length of each sample's annotator reasoning (eos never matches)."""
+    model.eval()
+    rf = copy.deepcopy(model)
+    rf.config.sequence_order = "reasoning_first"
+    rows = []
+    for s in samples:
+        batch = proc([s.inputs])
+        n_r = len(proc.encode_sample(s)["reasoning_ids"])
+
+        def reason_then_plan():
+            return rf.plan_and_explain(batch, max_new_tokens=n_r, eos_token_id=-1)
+
+        assert reason_then_plan()[1].shape[1] == n_r
+        tp, tr = paired(lambda: model.plan(batch), reason_then_plan, reps)
+        rows.append((ratio_stats(tp, tr), n_r))
+    return {"plan_first_ms": statistics.median(r[0]["a_ms"] for r in rows), "reasoning_first_ms": statistics.median(r[0]["b_ms"] for r in rows),
+            "ratio_reasoning_first_over_plan_first": statistics.median(r[0]["ratio"] for r in rows), "samples": len(rows),
+            "reasoning_tokens_median": statistics.median(r[1] for r in rows)}
+
+
 def bench_step(model, proc, samples, reps: int, batch_size: int) -> dict:
     model.train()
     batch = proc(samples[:batch_size])
@@ -193,9 +225,17 @@ def bench_step(model, proc, samples, reps: int, batch_size: int) -> dict:
             "reasoning_tokens": batch["reasoning_ids"].shape[1]}
 
 
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+"""glibc: every block over 128 KiB gets its own mapping, unmapped when freed, so the resident set
+follows the live memory (with glibc's default, freed heap stays resident by chance: +-200 MiB
+between runs of the 0.5B memory bench)."""
 MEM_CHILD = r"""
-import json, sys, torch
+import ctypes, gc, json, sys, torch
 torch.set_num_threads({threads})
+libc = ctypes.CDLL("libc.so.6")
+def trim(_):  # garbage and freed heap back to the system: load-time transients must not count
+    gc.collect()
+    libc.malloc_trim(0)
 sys.path.insert(0, {root!r})
 from dsdrive.data.dataset import load_samples
 from dsdrive.student import StudentModel, StudentProcessor
@@ -216,6 +256,7 @@ def stage(name):
 samples = [s for s in load_samples({data!r}) if s.annotation][:{bs}]
 tok = AutoTokenizer.from_pretrained({bb!r})
 cuda = torch.cuda.is_available()
+trim(0)
 base = rss("VmRSS:")
 q = {quant!r}
 backbone = load_backbone({bb!r}, quantization=q)
@@ -239,6 +280,7 @@ stage("step1")
 if cuda:
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
 else:
+    trim(0)
     open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to the current resident set
 step()
 peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss("VmHWM:") - base
@@ -264,7 +306,7 @@ def bench_memory(data: str, shape: dict, batch_size: int, threads: int, grad_ckp
                                     student_kw=student_kwargs(shape), targets=LORA_TARGETS, max_prompt=shape["max_prompt_tokens"],
                                     max_reasoning=shape["max_reasoning_tokens"])
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                                 env={**os.environ, "OMP_NUM_THREADS": str(threads), **MALLOC_ENV})
             if out.returncode != 0:
                 res[name] = {"error": out.stderr[-800:]}
                 continue
@@ -308,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5, help="timed repetitions of each side (interleaved)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no_grad_ckpt", action="store_true", help="memory: no gradient checkpointing (the recipe has it on)")
+    p.add_argument("--sequence-order", default="plan_first", choices=["plan_first", "reasoning_first"],
+                   help="latency: reasoning_first also times a reasoning-first plan() (generation, then queries) vs plan_first")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     shape = shape_of(a)
@@ -330,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"[{report['backbone']}; batch 1; plan sequence {r['plan_sequence_median']:.0f} tokens (scene + prompt "
                              f"{r['prompt_tokens_median']:.0f} + 18 queries); text: prompt {r['prompt_tokens_median']:.0f} + "
                              f"{r['trajectory_tokens_median']:.0f} generated tokens; median of {r['samples']} samples x {a.reps} reps; {env}]")
+                if a.sequence_order == "reasoning_first":
+                    r = report["latency_reasoning_first"] = bench_reasoning_first(model, proc, samples[: a.samples], a.reps)
+                    lines.append(f"reasoning-first plan() vs plan-first plan(): {r['ratio_reasoning_first_over_plan_first']:.1f}x slower "
+                                 f"({r['reasoning_first_ms']:.1f} vs {r['plan_first_ms']:.1f} ms) [{report['backbone']}; batch 1; "
+                                 f"{r['reasoning_tokens_median']:.0f} reasoning tokens generated (the annotator's length) before the 18 "
+                                 f"queries; median of {r['samples']} samples x {a.reps} reps; {env}]")
             if "step" in only:
                 r = report["train_step"] = bench_step(model, proc, samples, a.reps, a.batch_size)
                 lines.append(f"distill step / SFT step: {r['ratio_distill_over_sft']:.2f}x ({r['distill_step_ms']:.0f} vs {r['sft_step_ms']:.0f} ms) "

@@ -1,12 +1,14 @@
 """Fixtures for the VLM teacher tests: a tiny random Qwen2.5-VL and real samples.
 
-* :func:`build_tiny_qwen_vl` builds a Qwen2.5-VL from a config (2 text layers, hidden 64; 2 vision
-  blocks, hidden 32) with random weights, a byte-level BPE tokenizer trained here with Qwen's
-  special tokens and a Qwen-style chat template, and a ``Qwen2VLImageProcessor`` with a small pixel
-  budget; saves all of it to a folder that ``from_pretrained`` reads back (no hub access).
-* :func:`nuscenes_sample_0061` builds the real six-camera :class:`PlanningSample` of
-  ``shared/data/nuscenes-sample-0061`` (info pickle: ego2global, cameras, 69 GT boxes).
-* :func:`drivelm_keyframe_sample` builds an image-only sample from a DriveLM keyframe.
+* :func:`build_tiny_qwen_vl` saves the tiny random Qwen2.5-VL of
+  :func:`dsdrive.student.tiny_vl.build_tiny_qwen_vl` (2 text layers, hidden 64; 2 vision blocks,
+  hidden 32; byte-level BPE with Qwen's special tokens and chat template; a small pixel budget) to a
+  folder that ``from_pretrained`` reads back (no hub access).
+* The real camera samples come from the library builders (recipes use them too):
+  :func:`nuscenes_sample_0061` (:mod:`data_builders.nuscenes_sample`: the six-camera keyframe of
+  ``shared/data/nuscenes-sample-0061``, 69 GT boxes) and :func:`drivelm_keyframe_sample`
+  (:func:`data_builders.drivelm.keyframe_planning_sample`: an image-only DriveLM keyframe).
+* :class:`FakeChatServer`: a local OpenAI-compatible server.
 """
 
 from __future__ import annotations
@@ -14,45 +16,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+from data_builders.drivelm import DRIVELM_SAMPLE as DRIVELM
+from data_builders.drivelm import keyframe_planning_sample as drivelm_keyframe_sample
+from data_builders.nuscenes_sample import NUSCENES_0061, NUSCENES_INFO, SCENARIONET_0061, lidar_to_ego_boxes, load_info, nuscenes_sample_0061
+from dsdrive.data.paths import SHARED_DATA as DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NUSCENES_0061 = DATA / "nuscenes-sample-0061"
-DRIVELM = DATA / "drivelm-challenge-sample"
-
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-
-# Qwen2-VL chat template, reduced to text + image items (the structure of Qwen's own template).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' or 'image' in item %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-_CORPUS = [
-    "You are a driving assistant. Answer in JSON with scene_summary, key_objects, meta_action.",
-    '{"scene_summary": "a car ahead", "meta_action": {"behaviour": "MOVE FORWARD", "speed": "CONSTANT"}}',
-    "ego speed 4.8 m/s, command STRAIGHT, history (-9.1, 0.2) (-6.8, 0.1) waypoints [(1.2, 0.0)]",
-    "CAM_FRONT CAM_FRONT_LEFT CAM_FRONT_RIGHT CAM_BACK CAM_BACK_LEFT CAM_BACK_RIGHT pedestrian truck",
-]
+__all__ = ["DATA", "DRIVELM", "NUSCENES_0061", "NUSCENES_INFO", "SCENARIONET_0061", "build_tiny_qwen_vl", "drivelm_keyframe_sample",
+           "lidar_to_ego_boxes", "load_trusted_pickle", "nuscenes_info", "nuscenes_sample_0061", "FakeChatServer", "serve_main"]
 
 
 def build_tiny_qwen_vl(out_dir: str | Path, min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 16) -> Path:
     """Build, save and return the folder of a tiny random Qwen2.5-VL (model + processor).
+
+    The builder is :func:`dsdrive.student.tiny_vl.build_tiny_qwen_vl` (the camera student's
+    embedded backbone); this wrapper keeps the tests' folder-returning signature.
 
     Args:
         out_dir: folder to write (created).
@@ -63,83 +40,10 @@ def build_tiny_qwen_vl(out_dir: str | Path, min_pixels: int = 28 * 28 * 4, max_p
         ``out_dir`` as a Path, loadable with ``AutoProcessor.from_pretrained`` and
         ``Qwen2_5_VLForConditionalGeneration.from_pretrained``.
     """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from dsdrive.student.tiny_vl import build_tiny_qwen_vl as build
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-    )
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    torch.manual_seed(0)
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            fullatt_block_indexes=[1],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
-    image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=CHAT_TEMPLATE
-    )
-    processor.save_pretrained(out)
-    return out
-
-
-NUSCENES_INFO = NUSCENES_0061 / "n015-2018-07-24-11-22-45+0800.pkl"
-SCENARIONET_0061 = DATA / "nuscenes-mini-scenarionet" / "sd_nuscenes_v1.0-mini_scene-0061.pkl"
-_NUSCENES_LABELS = ("car", "truck", "trailer", "bus", "construction_vehicle", "bicycle", "motorcycle", "pedestrian", "traffic_cone", "barrier")
-_AGENT_TYPE = {
-    "car": "VEHICLE", "truck": "VEHICLE", "trailer": "VEHICLE", "bus": "VEHICLE", "construction_vehicle": "VEHICLE",
-    "bicycle": "CYCLIST", "motorcycle": "CYCLIST", "pedestrian": "PEDESTRIAN", "traffic_cone": "TRAFFIC_CONE",
-    "barrier": "TRAFFIC_BARRIER",
-}
+    build(out_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+    return Path(out_dir)
 
 
 def load_trusted_pickle(path: Path):
@@ -151,85 +55,7 @@ def load_trusted_pickle(path: Path):
 
 def nuscenes_info() -> dict:
     """``data_list[0]`` of the nuScenes-0061 info pickle (mmdetection3d v1.1 layout)."""
-    return load_trusted_pickle(NUSCENES_INFO)["data_list"][0]
-
-
-def lidar_to_ego_boxes(boxes: np.ndarray, lidar2ego: np.ndarray) -> np.ndarray:
-    """(N, 7) LiDAR-frame boxes (geometric centre, l, w, h, yaw) -> ego frame."""
-    out = np.array(boxes, dtype=np.float64).copy()
-    out[:, :3] = out[:, :3] @ lidar2ego[:3, :3].T + lidar2ego[:3, 3]
-    out[:, 6] = out[:, 6] + np.arctan2(lidar2ego[1, 0], lidar2ego[0, 0])
-    return out
-
-
-def nuscenes_sample_0061():
-    """The real six-camera keyframe of scene-0061 as a :class:`PlanningSample`.
-
-    Agents: the 69 GT boxes (ids ``inst_<k>`` in info order) moved LiDAR -> ego frame;
-    cameras: the six images with ``cam2img`` / ``cam2ego``; ego status and ground-truth future
-    (+0.5 ... +3 s) from the ScenarioNet copy of scene-0061 (the same ego pose at t = 0; the
-    keyframe is the log start, so there is no history). Map: none.
-    """
-    from dsdrive.geometry import global_to_ego, rotate_vectors, wrap_angle
-    from dsdrive.data.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
-
-    info = nuscenes_info()
-    lidar2ego = np.asarray(info["lidar_points"]["lidar2ego"], dtype=np.float64)
-    inst = info["instances"]
-    boxes = lidar_to_ego_boxes(np.array([i["bbox_3d"] for i in inst]), lidar2ego)
-    vel = np.array([i["velocity"][:2] for i in inst], dtype=np.float64) @ lidar2ego[:2, :2].T
-    labels = [_NUSCENES_LABELS[i["bbox_label_3d"]] for i in inst]
-    agents = Agents([f"inst_{k}" for k in range(len(inst))], [_AGENT_TYPE[c] for c in labels], boxes.astype(np.float32), vel.astype(np.float32))
-    cameras = [
-        Camera(name, str(NUSCENES_0061 / c["img_path"]), np.asarray(c["cam2img"], np.float32), np.asarray(c["cam2ego"], np.float32))
-        for name, c in info["images"].items()
-    ]
-    e2g = np.asarray(info["ego2global"], dtype=np.float64)
-    yaw = float(np.arctan2(e2g[1, 0], e2g[0, 0]))
-    status, status_mask = np.zeros(6, np.float32), np.zeros(6, bool)
-    future, future_mask = np.zeros((6, 3), np.float32), np.zeros(6, bool)
-    if SCENARIONET_0061.is_file():
-        ego = load_trusted_pickle(SCENARIONET_0061)["tracks"]["ego"]["state"]
-        status[:2] = rotate_vectors(np.asarray(ego["velocity"][0], np.float64), yaw)
-        status_mask[:2] = True
-        idx = np.arange(5, 35, 5)  # +0.5 ... +3.0 s at 10 Hz
-        future[:, :2] = global_to_ego(np.asarray(ego["position"])[idx, :2], e2g[:2, 3], yaw)
-        future[:, 2] = wrap_angle(np.asarray(ego["heading"])[idx] - yaw)
-        future_mask[:] = np.asarray(ego["valid"])[idx] > 0
-    from dsdrive.data.types import command_from_future
-
-    inputs = PlanningInputs(
-        sample_id=info["token"], scene_id="scene-0061", ego_history=np.zeros((4, 3), np.float32),
-        ego_history_mask=np.zeros(4, bool), ego_status=status, ego_status_mask=status_mask,
-        command=command_from_future(future), agents=agents, map=MapPolylines.empty(), cameras=cameras,
-    )
-    n = len(agents)
-    targets = PlanningTargets(future, future_mask, np.zeros((n, 12, 3), np.float32), np.zeros((n, 12), bool))
-    return PlanningSample("nuscenes", "singapore-onenorth", 0.0, inputs, targets)
-
-
-def drivelm_keyframe_sample(index: int = 0):
-    """A DriveLM keyframe's six real images as an image-only :class:`PlanningSample`.
-
-    DriveLM's JSON has no calibration or ego state: intrinsics/cam2ego are identity
-    placeholders (unused by the teachers), agents/map/history are empty, command STRAIGHT.
-    """
-    from dsdrive.data.types import Agents, Camera, MapPolylines, PlanningInputs, PlanningSample, PlanningTargets
-
-    scenes = json.loads((DRIVELM / "train_sample.json").read_text())
-    frames = [(sid, kid, kf) for sid, sc in scenes.items() for kid, kf in sc["key_frames"].items()]
-    scene_id, key, kf = frames[index]
-    cameras = [
-        Camera(cam, str(DRIVELM / "samples" / Path(p).parent.name / Path(p).name), np.eye(3, dtype=np.float32), np.eye(4, dtype=np.float32))
-        for cam, p in kf["image_paths"].items()
-    ]
-    inputs = PlanningInputs(
-        sample_id=key, scene_id=scene_id, ego_history=np.zeros((4, 3), np.float32), ego_history_mask=np.zeros(4, bool),
-        ego_status=np.zeros(6, np.float32), ego_status_mask=np.zeros(6, bool), command="STRAIGHT",
-        agents=Agents.empty(), map=MapPolylines.empty(), cameras=cameras,
-    )
-    targets = PlanningTargets(np.zeros((6, 3), np.float32), np.zeros(6, bool), np.zeros((0, 12, 3), np.float32), np.zeros((0, 12), bool))
-    return PlanningSample("drivelm", "unknown", 0.0, inputs, targets)
+    return load_info(NUSCENES_INFO, 0)
 
 
 # ----------------------------------------------------------------------------- fake API server

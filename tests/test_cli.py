@@ -13,7 +13,8 @@ from dsdrive.cli import SUBCOMMANDS, main
 # a flag each stage must document (its main input), so the help printed is the stage's own
 STAGE_FLAG = {"build": "--source", "annotate": "--teacher", "merge": "--annotations", "vocab": "--val-scenes",
               "planning-teacher": "--data", "ego-mlp": "--data", "distill": "--val_scenes", "open-loop": "--scenes",
-              "pdm-score": "--scenarios", "closed-loop": "--scenarios", "cross-validate": "--folds"}
+              "pdm-score": "--scenarios", "closed-loop": "--scenarios", "cross-validate": "--folds",
+              "dagger": "--folds"}
 
 
 def _module_exists(name: str) -> bool:

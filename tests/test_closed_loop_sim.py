@@ -47,7 +47,7 @@ class ExplainingFlakyPlanner(Planner):
             wp[3, 0] = np.nan
         if inputs.scene_id == "scene-0757" and inputs.sample_id.endswith("cl10"):
             wp = wp[:4]
-        expl = {"explanation": f"Road ahead is clear; keep {v:.1f} m/s.",
+        expl = {"explanation": f"Road ahead is clear; keep {v:.1f} m/s.\nPlan: MOVE FORWARD with CONSTANT.",
                 "meta_action": {"behaviour": "MOVE FORWARD", "speed": "CONSTANT"},
                 "risks": [{"agent_id": inputs.agents.ids[0], "risk": 0.4, "rank": 1}] if len(inputs.agents) else [],
                 "mode_scores": [0.1, 0.9]}

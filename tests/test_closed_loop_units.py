@@ -333,9 +333,11 @@ def test_describe_plan_auto_and_stated():
     auto = describe_plan(wp, 5.0)
     assert auto["source"] == "auto" and auto["implied_meta_action"] == "MOVE FORWARD with CONSTANT"
     assert "MOVE FORWARD" in auto["text"] and auto["consistent"] is None
-    stated = describe_plan(wp, 5.0, {"explanation": "clear road", "meta_action": {"behaviour": "STOP", "speed": "CONSTANT"},
+    head_only = describe_plan(wp, 5.0, {"explanation": "clear road", "meta_action": {"behaviour": "MOVE FORWARD", "speed": "CONSTANT"}})
+    assert head_only["consistent"] is None and head_only["stated_in_text"] is None  # a head's meta-action never enters the metric
+    stated = describe_plan(wp, 5.0, {"explanation": "clear road\nPlan: STOP.", "meta_action": {"behaviour": "MOVE FORWARD", "speed": "CONSTANT"},
                                      "risks": [{"agent_id": "a", "risk": 0.9, "rank": 1}], "mode_scores": np.array([0.2, 0.8])})
-    assert stated["consistent"] is False and stated["top_risk"][0]["agent_id"] == "a" and stated["mode_scores"] == [0.2, 0.8]
+    assert stated["stated_in_text"] == "STOP" and stated["consistent"] is False and stated["top_risk"][0]["agent_id"] == "a" and stated["mode_scores"] == [0.2, 0.8]
 
 
 def test_call_planner_explains_only_when_asked():

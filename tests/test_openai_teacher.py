@@ -2,7 +2,11 @@
 
 Covers: valid answers, invalid -> valid on the re-ask, invalid twice -> failure with raw text,
 429 and 500 retried to success, the API key sent to the server but found in no output, log
-or failure record, and BEV images for camera-less samples.
+or failure record, and BEV images for camera-less samples. Token log-probs (token KD): the
+top-k a served tiny model computes reach the annotator's records by byte mapping and as vLLM's
+``token_id:N`` (the re-ask's answer's when there was one), a wrong tokenizer fails the sample, and
+the runner's log-prob shards (resumable) flow into the student's token-KD loss
+(:class:`helpers_token_kd.LogprobChatServer`).
 """
 
 from __future__ import annotations
@@ -139,3 +143,123 @@ def test_dropped_connections_through_the_runner_lose_and_double_nothing(api_key,
     # one answered request per sample + the re-ask; every dropped one was sent again
     assert stats["requests"] == n + 1 + dropped and teacher.usage.requests == n + 1
     assert stats["by_status"][200] == n + 1
+
+
+# ------------------------------------------------------------------------------------------- token log-probs (token KD)
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    """A tiny random Qwen2 with the tiny student's tokenizer, saved as the "served model" of the test server."""
+    import torch
+    from helpers_student import make_samples
+    from transformers import AutoModelForCausalLM
+
+    from dsdrive.student.backbone import tiny_qwen2_config
+    from dsdrive.student.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(make_samples(), vocab_size=300)  # the tiny student's recipe
+    d = tmp_path_factory.mktemp("served")
+    cfg = tiny_qwen2_config(len(tok), hidden_size=32, layers=1, heads=2, kv_heads=1, pad_token_id=tok.pad_token_id,
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("token_ids", [False, True], ids=["bytes", "vllm-token-ids"])
+def test_logprobs_are_the_served_models_and_follow_the_reask(api_key, served_model, token_ids):
+    from helpers_token_kd import LogprobChatServer
+
+    modes = {"ok": "valid", "fix": "invalid_then_valid", "bad": "invalid"}
+    with LogprobChatServer(served_model, modes) as srv:
+        teacher = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, concurrency=2, max_retries=0, timeout=10, logprobs=5,
+                                  tokenizer=str(served_model), logprobs_token_ids=token_ids)
+        res = teacher.annotate([bev_sample(s) for s in modes])
+        teacher.close()
+        scored = dict(srv.scored)
+    assert [type(r).__name__ for r in res] == ["Annotation", "Annotation", "AnnotationFailure"]
+    recs = teacher.pop_token_logprobs()
+    assert sorted(recs) == ["fix", "ok"]  # a failed sample keeps none
+    assert teacher.logprobs_header.top_k == 5 and teacher.logprobs_header.teacher == "openai:fake-vlm"
+    for sid, rec in recs.items():
+        assert json.loads(rec.text)["meta_action"]["behaviour"] == "MOVE FORWARD"  # the valid answer's (the re-ask's for "fix")
+        ref = scored[rec.text]  # what the served model computed for this very text
+        assert rec.token_ids.tolist() == ref["ids"]
+        top = np.argsort(-ref["logprobs"], -1, kind="stable")[:, :5]
+        assert np.array_equal(rec.topk_ids, top)
+        assert np.allclose(rec.topk_logprobs, np.take_along_axis(ref["logprobs"], top, -1), atol=1e-6)
+        assert np.allclose(rec.token_logprobs, ref["logprobs"][np.arange(len(rec)), rec.token_ids], atol=1e-6)
+
+
+def test_logprobs_need_a_matching_tokenizer(api_key, served_model, tmp_path):
+    from helpers_token_kd import LogprobChatServer
+
+    from dsdrive.student.tokenizer import build_tokenizer
+
+    with pytest.raises(ValueError, match="tokenizer"):
+        OpenAIAnnotator("fake-vlm", base_url="http://127.0.0.1:1/v1", logprobs=5)
+    with pytest.raises(ValueError, match="0..20"):
+        OpenAIAnnotator("fake-vlm", base_url="http://127.0.0.1:1/v1", logprobs=21, tokenizer=str(served_model))
+    other = build_tokenizer([bev_sample("x")], vocab_size=270)  # byte-level too, but another vocabulary
+    other.save_pretrained(tmp_path / "other")
+    with LogprobChatServer(served_model) as srv:
+        teacher = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, max_retries=0, logprobs=3, tokenizer=str(tmp_path / "other"))
+        (res,) = teacher.annotate([bev_sample("ok")])
+    assert isinstance(res, AnnotationFailure) and ("not in the tokenizer's vocabulary" in res.reason or "decode to" in res.reason)
+    assert teacher.pop_token_logprobs() == {}
+
+
+def test_server_logprobs_through_the_runner_into_the_student_loss(api_key, served_model, tmp_path):
+    """OpenAI-compatible server -> ``run_annotate`` (log-prob shards, resume) -> cache -> the student's token-KD loss."""
+    import torch
+    from helpers_annotate import make_dataset
+    from helpers_token_kd import LogprobChatServer, student_for
+    from transformers import AutoTokenizer
+
+    from dsdrive.annotation.annotate import build_parser, merge, run_annotate
+    from dsdrive.annotation.logprobs import LogprobCache, list_logprob_shards
+    from dsdrive.data.dataset import load_samples
+    from dsdrive.training.distill_config import DistillConfig
+    from dsdrive.training.distill_trainer import EncodedSamples
+    from dsdrive.training.token_kd import load_token_kd_cache, pop_token_kd, token_kd_term
+
+    make_dataset(tmp_path / "planning", 5)
+    argv = ["--teacher", "openai", "--data", str(tmp_path / "planning"), "--out", str(tmp_path / "ann"), "--batch-size", "2",
+            "--shard-size", "2"]
+    args = build_parser().parse_args(argv)
+    with LogprobChatServer(served_model) as srv:
+        def run():
+            t = OpenAIAnnotator("fake-vlm", base_url=srv.base_url, max_retries=0, logprobs=4, tokenizer=str(served_model))
+            return run_annotate(args, annotator=t)
+
+        first = run()
+        shards = list_logprob_shards(tmp_path / "ann")
+        assert first["done"] == first["logprobs_written"] == 5 and len(shards) == 3
+        assert run()["skipped_already_done"] == 5  # resumed: nothing asked again
+        shards[0].unlink()  # those samples lack log-probs now: redone, the new records win
+        redo = run()
+        assert redo["done"] == 2 and redo["skipped_already_done"] == 3
+        n_requests = len(srv.requests)
+    assert n_requests == 5 + 2
+    cache = LogprobCache(tmp_path / "ann")
+    assert len(cache) == 5 and cache.header.teacher == "openai:fake-vlm"
+    merge(tmp_path / "planning", tmp_path / "ann", tmp_path / "data")
+    train = load_samples(tmp_path / "data")
+
+    # the student's tokenizer loaded as the annotator loaded it (AutoTokenizer on the served folder)
+    model, proc = student_for(AutoTokenizer.from_pretrained(served_model))
+    cfg = DistillConfig(output_dir=str(tmp_path / "o"), report_to=[], token_kd_weight=1.0, teacher_logprobs=str(tmp_path / "ann"),
+                        token_kd_divergence="reverse_kl")
+    got, cross, _ = load_token_kd_cache(cfg, train, proc.tokenizer)
+    assert not cross
+    items = EncodedSamples(train, proc, teacher_logprobs=got).items
+    for s, it in zip(train, items):
+        ids = cache.get(s.sample_id).token_ids.tolist()
+        assert it["reasoning_ids"].tolist()[: len(ids)] == ids[: proc.max_reasoning_tokens]  # the answer's tokens, as served
+    batch = proc.collate(items)
+    teacher = pop_token_kd(batch)
+    out = model(**batch)
+    kd = token_kd_term(out, teacher, batch["reasoning_mask"], cfg)
+    kd.backward()
+    assert torch.isfinite(kd) and kd.item() > 0
+    assert float(model.backbone.get_output_embeddings().weight.grad.abs().sum()) > 0

@@ -24,6 +24,29 @@ def _args(tmp_path, **kw):
     return DistillConfig(**{**base, **kw})
 
 
+def test_gradient_accumulation_averages_the_micro_batches(tmp_path):
+    """Batch 1 x 2 accumulation (plain SGD, no clipping) steps by the mean of the two micro-batch
+    gradients, as the model's per-batch-mean loss requires (not by their sum). The student's batches
+    carry no ``labels`` key, so the Trainer passes ``num_items_in_batch=None`` and divides by the
+    accumulation steps itself."""
+    model, proc = tiny_student()
+    samples = make_samples(2)
+    collate = StudentDataCollator(proc)
+    encoded = EncodedSamples(samples, proc)
+    model.zero_grad()
+    for i in range(2):
+        (model(**collate([encoded[i]])).loss / 2).backward()
+    lr = 0.05
+    expected = {n: (p.detach() - lr * p.grad).clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+    model.zero_grad()
+    trainer = DistillTrainer(model=model, args=_args(tmp_path, max_steps=1, per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                                                     optim="sgd", learning_rate=lr, max_grad_norm=0.0, lr_scheduler_type="constant"),
+                             train_dataset=encoded, data_collator=collate)
+    trainer.train()
+    worst = max(float((p.detach() - expected[n]).abs().max()) for n, p in model.named_parameters() if n in expected)
+    assert worst < 1e-5, worst
+
+
 def test_trainer_two_steps_change_every_parameter_and_log_terms(tmp_path):
     model, proc = tiny_student()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -130,7 +130,12 @@ def test_student_on_real_scenarionet_samples():
 
 def test_stated_meta_action_parses_the_plan_line():
     from dsdrive.annotation.schema import MetaAction
-    from dsdrive.planners.student import meta_action_from_index, stated_meta_action
+    from dsdrive.evaluation.metrics.reasoning_consistency import parse_stated_meta_action
+    from dsdrive.planners.student import meta_action_from_index
+
+    def stated_meta_action(text):
+        m = parse_stated_meta_action(text)
+        return None if m is None else str(m)
 
     for m in (MetaAction(behaviour="TURN LEFT", speed="DECELERATION"), MetaAction(behaviour="STOP", speed="CONSTANT")):
         assert meta_action_from_index(m.index) == str(m)

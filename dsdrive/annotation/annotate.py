@@ -17,6 +17,13 @@ Stopping: SIGTERM (a scheduler's preemption) finishes the batch in flight, write
 and exits with 130; Ctrl-C writes the buffer (the batch in flight is dropped); SIGKILL loses
 only the unwritten buffer.
 
+Token log-probs (``--logprobs K``; annotators ``hf-llm`` and ``openai``): the annotator's top-k
+token log-probs of each annotated sample are written beside each annotation shard as
+``logprobs-rank{R}-{NNNNN}.safetensors`` (:mod:`dsdrive.annotation.logprobs`), the log-prob shard
+first; a sample then counts as done only when its annotation *and* its log-probs are in ``--out``
+(so adding ``--logprobs`` to an annotated folder redoes the samples without them; the new record
+wins). ``dsdrive distill --teacher_logprobs ANN`` reads them by path.
+
 Test hook: env ``DSDRIVE_ANNOTATE_DELAY`` (seconds) sleeps before each batch (crash tests).
 """
 
@@ -34,6 +41,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dsdrive.annotation.annotators import ANNOTATORS, build_annotator
+from dsdrive.annotation.logprobs import logprob_sample_ids, remove_orphan_logprob_shards, write_logprob_shard
 from dsdrive.annotation.schema import Annotation, AnnotationFailure
 from dsdrive.annotation.store import (
     list_shards,
@@ -80,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-retries", type=int, default=None, help="retries on 429/5xx/timeouts (openai)")
     g.add_argument("--timeout", type=float, default=None, help="request timeout in seconds (openai)")
     g.add_argument("--hindsight", action="store_true", default=None, help="show the annotator the ground-truth future")
+    g = p.add_argument_group("token log-probs for token-level KD (hf-llm, openai)")
+    g.add_argument("--logprobs", type=int, default=None, metavar="K",
+                   help="record the top-K log-probs of every generated token (openai: K <= 20); 0/unset = none")
+    g.add_argument("--tokenizer", default=None, help="the served model's tokenizer folder, to map tokens to ids (openai)")
+    g.add_argument("--logprobs-token-ids", action="store_true", default=None,
+                   help="ask vLLM for token ids (return_tokens_as_token_ids) instead of mapping token strings (openai)")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy (hf-llm; default 0)")
     return p
 
 
@@ -123,8 +138,12 @@ def run_annotate(args: argparse.Namespace, annotator=None) -> dict:
     ids = list(ds["sample_id"])
     n_total = len(ids) if args.limit is None else min(args.limit, len(ids))
     remove_stale_temp(out, rank)
+    remove_orphan_logprob_shards(out, rank)
+    annotator = annotator or build_annotator(args.teacher, args)
+    records_logprobs = bool(getattr(annotator, "records_logprobs", False))
     index = read_index(out)
-    done = set(index.annotations) | (set() if args.retry_failed else set(index.failures))
+    annotated = set(index.annotations) & logprob_sample_ids(out) if records_logprobs else set(index.annotations)
+    done = annotated | (set() if args.retry_failed else set(index.failures) - set(index.annotations))
     mine = list(range(rank, n_total, world))
     seen: set[str] = set()
     todo, skipped, dup_in_data = [], 0, 0
@@ -138,16 +157,20 @@ def run_annotate(args: argparse.Namespace, annotator=None) -> dict:
             skipped += 1
         else:
             todo.append(i)
-    annotator = annotator or build_annotator(args.teacher, args)
     delay = float(os.environ.get("DSDRIVE_ANNOTATE_DELAY", "0") or 0)
     shard_idx = next_shard_index(out, rank)
     buffer: list[Annotation | AnnotationFailure] = []
-    counts = {"done": 0, "failed": 0, "shards": 0}
+    lp_buffer: dict = {}  # sample id -> TokenLogprobs of the buffered annotations
+    counts = {"done": 0, "failed": 0, "shards": 0, "logprobs": 0}
     last_flush = time.monotonic()
 
     def flush() -> None:
         nonlocal shard_idx, last_flush
         if buffer:
+            if lp_buffer:  # the log-prob shard first: an annotation shard never lacks its log-probs
+                write_logprob_shard(out, rank, shard_idx, annotator.logprobs_header, dict(lp_buffer))
+                counts["logprobs"] += len(lp_buffer)
+                lp_buffer.clear()
             write_shard(out, rank, shard_idx, buffer)
             shard_idx += 1
             counts["shards"] += 1
@@ -187,6 +210,9 @@ def run_annotate(args: argparse.Namespace, annotator=None) -> dict:
             if len(got) != len(samples) or [g.sample_id for g in got] != [s.sample_id for s in samples]:
                 raise RuntimeError(f"annotator {annotator.teacher_id} returned {[g.sample_id for g in got]} for {[s.sample_id for s in samples]}")
             results.extend(got)
+            if records_logprobs:
+                ok = {r.sample_id for r in got if isinstance(r, Annotation)}
+                lp_buffer.update({sid: rec for sid, rec in annotator.pop_token_logprobs().items() if sid in ok})
             for r in results:
                 counts["done" if isinstance(r, Annotation) else "failed"] += 1
             buffer.extend(results)
@@ -208,6 +234,7 @@ def run_annotate(args: argparse.Namespace, annotator=None) -> dict:
         "rank": rank, "world_size": world, "teacher": annotator.teacher_id, "prompt_version": annotator.prompt_version,
         "data": str(args.data), "samples_in_rank": len(mine), "done": counts["done"], "failed": counts["failed"],
         "skipped_already_done": skipped, "duplicate_ids_in_data": dup_in_data, "shards_written": counts["shards"],
+        "logprobs_written": counts["logprobs"],
         "tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out, "requests": usage.requests,
         "seconds": round(seconds, 3), "samples_per_second": round((counts["done"] + counts["failed"]) / max(seconds, 1e-9), 2),
         "interrupted": interrupted,

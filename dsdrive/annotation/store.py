@@ -5,6 +5,8 @@ Layout of an annotations folder::
     annotations-rank{R}-{NNNNN}.jsonl   one record per line:
         {"status": "ok", "annotation": {...Annotation...}}
         {"status": "failed", "failure": {...AnnotationFailure...}}
+    logprobs-rank{R}-{NNNNN}.safetensors  the annotator's token log-probs of that shard's samples,
+                                        when it records them (:mod:`dsdrive.annotation.logprobs`)
     summary-rank{R}.json                the end-of-run summary of rank R (dsdrive.annotation.annotate)
 
 A shard is written to a temporary file in the same folder (``.tmp-*``), flushed, fsynced and
@@ -83,22 +85,21 @@ def result_record(result: Annotation | AnnotationFailure) -> dict:
     raise TypeError(f"expected Annotation or AnnotationFailure, got {type(result).__name__}")
 
 
-def write_shard(ann_dir: str | Path, rank: int, index: int, results: list[Annotation | AnnotationFailure]) -> Path:
-    """Write one shard atomically (temp file in the same folder + fsync + ``os.link``).
+def write_file_exclusive(target: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically (temp file in the same folder + fsync + ``os.link``)
+    and never over an existing file; used for annotation and log-prob shards.
 
     Raises:
-        FileExistsError: the shard already exists (shards are never overwritten).
+        FileExistsError: ``target`` exists (shards are never overwritten).
     """
-    d = Path(ann_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    target = d / shard_name(rank, index)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         raise FileExistsError(f"{target}: shard exists; refusing to overwrite annotations")
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in results:
-                f.write(json.dumps(result_record(r), ensure_ascii=False) + "\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         try:  # link fails if the target exists: two writers can never overwrite each other
@@ -110,6 +111,16 @@ def write_shard(ann_dir: str | Path, rank: int, index: int, results: list[Annota
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def write_shard(ann_dir: str | Path, rank: int, index: int, results: list[Annotation | AnnotationFailure]) -> Path:
+    """Write one JSONL shard atomically (:func:`write_file_exclusive`).
+
+    Raises:
+        FileExistsError: the shard already exists (shards are never overwritten).
+    """
+    lines = "".join(json.dumps(result_record(r), ensure_ascii=False) + "\n" for r in results)
+    return write_file_exclusive(Path(ann_dir) / shard_name(rank, index), lines.encode("utf-8"))
 
 
 def iter_records(ann_dir: str | Path) -> Iterator[tuple[Path, int, Annotation | AnnotationFailure]]:

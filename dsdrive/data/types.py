@@ -44,10 +44,11 @@ EGO_STATUS_FIELDS = ("vx", "vy", "ax", "ay", "yaw_rate", "steering")
 """Ego status vector, in the ego frame at the current time: velocity (m/s), acceleration
 (m/s^2), yaw rate (rad/s, counter-clockwise positive), steering angle (rad, from the nuScenes
 CAN bus where present). ``ego_status_mask`` says which entries are real measurements."""
-EGO_SOURCES = ("recorded_ego", "agent")
+EGO_SOURCES = ("recorded_ego", "agent", "on_policy")
 """Whose viewpoint a sample takes (:attr:`PlanningSample.ego_source`): the vehicle that recorded
-the log, or another logged vehicle taken as the ego (LAV, Chen & Kraehenbuehl, CVPR 2022,
-"Learning from All Vehicles"; ``data_builders/scenarionet.py``)."""
+the log, another logged vehicle taken as the ego (LAV, Chen & Kraehenbuehl, CVPR 2022,
+"Learning from All Vehicles"; ``data_builders/scenarionet.py``), or the student's own simulated
+ego in a closed-loop rollout, labelled by PDM-Closed (DAgger, :mod:`dsdrive.training.dagger`)."""
 CAMERA_NAMES = (
     "CAM_FRONT",
     "CAM_FRONT_RIGHT",
@@ -213,8 +214,9 @@ class PlanningSample:
         timestamp: seconds since the log start.
         annotation: an annotator's annotation as a dict of :class:`dsdrive.annotation.schema.Annotation`
             fields, or None.
-        ego_source: ``recorded_ego`` (the vehicle that recorded the log) or ``agent`` (another
-            logged vehicle taken as the ego, LAV); see :data:`EGO_SOURCES`.
+        ego_source: ``recorded_ego`` (the vehicle that recorded the log), ``agent`` (another
+            logged vehicle taken as the ego, LAV) or ``on_policy`` (a state the student visited in
+            closed loop, DAgger); see :data:`EGO_SOURCES`.
         ego_track_id: the log's track id of the vehicle taken as the ego (ScenarioNet's
             ``sdc_id`` for the recorded ego); ``""`` when the source has no track ids.
         mirrored: True for a left-right mirrored copy (:func:`dsdrive.data.mirror.mirror_sample`).

@@ -38,9 +38,11 @@ Conventions:
   the logged path this is exactly the builders' rule, the lateral offset of the ego future at
   +3 s; off the log (closed loop) it stays the navigation intent of the log at that place.
 
-Perception noise (a later issue) belongs in :func:`planning_inputs_from_world`: perturb the
-agents and the map of the world state before the ego-frame transforms, so builders and the
-simulator draw it the same way.
+Perception noise is not applied here but on the output, :class:`PlanningInputs`
+(:func:`dsdrive.data.perception_noise.apply_perception_noise`): open loop and training read
+stored samples, not world states, so the ego-frame inputs are the one place that open loop,
+training and the simulator (which calls it right after this function) all share; the noise is
+rotation-invariant, so drawing it before or after the rigid ego-frame transform is the same.
 """
 
 from __future__ import annotations

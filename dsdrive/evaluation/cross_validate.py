@@ -17,7 +17,8 @@ scenes: recorded-ego, un-mirrored samples with a complete 3 s future (datasets w
 exactly once per seed. Planners (:data:`RECIPES`): ``constant_velocity`` (nothing trained, one run
 per fold), ``ego_mlp`` (``dsdrive ego-mlp``), ``student`` and ``student_no_ego`` (``dsdrive distill
 --config recipes/configs/tiny/distill.yaml``, the latter with ``--use_ego_status false``, the
-ego-status ablation of AD-MLP / Li et al. CVPR 2024), ``planning_teacher`` (``dsdrive
+ego-status ablation of AD-MLP / Li et al. CVPR 2024), ``student_reasoning_first`` (the same with
+``--sequence_order reasoning_first``: the plan reads the generated reasoning), ``planning_teacher`` (``dsdrive
 planning-teacher``, privileged: it reads ground-truth agent futures) and ``student_kd`` (distill with
 ``distill_kd.yaml`` and the SAME fold x seed's planning teacher). ``--planner-args NAME="ARGS"``
 appends flags to a planner's training command (later flags override).
@@ -89,6 +90,7 @@ RECIPES: dict[str, PlannerRecipe] = {
                              {"data": "--data", "out": "--out", "val": "--val-scenes", "seed": "--seed"}),
     "student": PlannerRecipe("student", "dsdrive.training.distill", _STUDENT),
     "student_no_ego": PlannerRecipe("student", "dsdrive.training.distill", (*_STUDENT, "--use_ego_status", "false")),
+    "student_reasoning_first": PlannerRecipe("student", "dsdrive.training.distill", (*_STUDENT, "--sequence_order", "reasoning_first")),
     "planning_teacher": PlannerRecipe("planning_teacher", "dsdrive.training.planning_teacher",
                                       ("--config", str(CONFIGS / "planning_teacher" / "train_distribution.yaml"), "--disable_tqdm", "true")),
     "student_kd": PlannerRecipe("student", "dsdrive.training.distill",
@@ -96,8 +98,9 @@ RECIPES: dict[str, PlannerRecipe] = {
                                 teacher="planning_teacher"),
 }
 """Cross-validated planners by name (see the module docstring)."""
-NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"))
-"""Comparisons added whenever both planners run (the ego-status ablation, the gain of planning KD)."""
+NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_reasoning_first", "student"))
+"""Comparisons added whenever both planners run (the ego-status ablation, the gain of planning KD,
+reasoning-first vs plan-first ordering)."""
 
 
 # ---------------------------------------------------------------------------------------------- folds

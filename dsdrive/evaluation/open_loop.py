@@ -28,6 +28,15 @@ ego_mlp without a checkpoint: with ``--train-ego-mlp-if-missing`` it is trained 
 ``--data`` that are neither evaluated nor held out, saved to ``FILE_ego_mlp/`` beside the report,
 and this is printed; without the flag it is an error. A planner whose checkpoint records training
 scenes that are evaluated here gets a warning and ``train_eval_overlap_scenes`` in the report.
+
+``--perception-noise none default`` (one or more of ``none``, ``default``, ``heavy`` or a YAML file;
+:mod:`dsdrive.data.perception_noise`) scores every planner once per setting, in one table with a
+``perception`` column: "ground-truth perception" (the logged agents) and "noisy perception (NAME)"
+(the agents a detector would give: latency, range-dependent misses, position / heading / velocity
+noise, ghost boxes; seeded by sample id, so every planner sees the same draw). Only the planner's
+inputs are perturbed: L2 and collisions are always scored against the true agents. Privileged
+planners (they read the ground truth by definition) are scored once, labelled "ground truth
+(privileged)". With one setting only, the rows keep the planner's bare name.
 """
 
 from __future__ import annotations
@@ -43,8 +52,17 @@ import numpy as np
 
 from dsdrive.data.atomic_io import write_text_atomic
 from dsdrive.data.dataset import load_dataset_dir, load_samples, original_sample_mask
+from dsdrive.data.perception_noise import (
+    GROUND_TRUTH_LABEL,
+    PRIVILEGED_LABEL,
+    PerceptionNoiseConfig,
+    perceived,
+    perception_label,
+    perception_settings,
+    row_name,
+)
 from dsdrive.data.splits import DEFAULT_VAL_SCENES, split_scenes
-from dsdrive.data.types import COMMANDS, FUTURE_STEPS, PlanningSample
+from dsdrive.data.types import COMMANDS, FUTURE_STEPS, PlanningInputs, PlanningSample
 from dsdrive.evaluation.metrics.planning import (
     HORIZON_STEPS,
     PROTOCOL_TITLES,
@@ -92,6 +110,38 @@ def select_scenes(scene_ids: list[str], spec: str, val_scenes: tuple[str, ...] |
     return chosen
 
 
+class PerceivedPlanner(Planner):
+    """A planner that sees its inputs through the perception noise model (open loop, PDM score).
+
+    Every :class:`~dsdrive.data.types.PlanningInputs` handed to it is replaced by
+    :func:`dsdrive.data.perception_noise.perceived` (seeded by ``(noise.seed, sample_id)``: the
+    same draw whatever the batch or order) before the wrapped planner sees it (``plan_and_explain``
+    too, when the wrapped planner has it). Waypoints: (6, 3) ego frame, as the wrapped planner
+    returns them. Not for privileged planners (they read whole samples, the ground truth by
+    definition).
+
+    Raises:
+        ValueError: ``planner`` is privileged.
+    """
+
+    def __init__(self, planner: Planner, noise: PerceptionNoiseConfig):
+        if getattr(planner, "privileged", False):
+            raise ValueError(f"{planner.name} is privileged (reads the ground truth): perception noise does not apply to it")
+        self.planner, self.noise = planner, noise
+        self.name = planner.name
+        self.config = getattr(planner, "config", None)  # trained_on_scenes, read by the overlap check
+        if hasattr(planner, "plan_and_explain"):  # the HTML report explains the student's worst samples
+            self.plan_and_explain = lambda inputs: planner.plan_and_explain(perceived(inputs, noise))
+
+    def compute_trajectory(self, inputs: PlanningInputs) -> np.ndarray:
+        """(6, 3) waypoints of the wrapped planner on the perceived inputs."""
+        return self.planner.compute_trajectory(perceived(inputs, self.noise))
+
+    def compute_trajectories(self, batch: list[PlanningInputs]) -> np.ndarray:
+        """(B, 6, 3) waypoints of the wrapped planner on the perceived inputs."""
+        return self.planner.compute_trajectories([perceived(x, self.noise) for x in batch])
+
+
 def evaluate_planner(planner: Planner, samples: list[PlanningSample], batch_size: int = 64, progress: bool = True) -> dict:
     """Plan and score the samples with complete futures.
 
@@ -123,20 +173,26 @@ def render_markdown(results: dict[str, dict], title: str = "Open-loop planning")
     """Markdown tables, one per protocol: a row per planner x {ALL, LEFT, RIGHT, STRAIGHT}.
 
     Args:
-        results: planner name -> :func:`evaluate_planner` output; planners flagged
-            ``privileged`` (they read ground-truth agent futures) are marked in their rows.
+        results: row name -> :func:`evaluate_planner` output; planners flagged
+            ``privileged`` (they read ground-truth agent futures) are marked in their rows. When a
+            row's ``perception`` is not ground truth, the table gains a ``perception`` column and
+            the planner column shows the row's ``planner``.
     """
     horizons = [*HORIZON_STEPS, "avg"]
+    noisy = any(res.get("perception", GROUND_TRUTH_LABEL) not in (GROUND_TRUTH_LABEL, PRIVILEGED_LABEL) for res in results.values())
     head = (
-        "| planner | command | N | " + " | ".join(f"L2 {h} (m)" for h in horizons) + " | "
+        "| planner | " + ("perception | " if noisy else "") + "command | N | " + " | ".join(f"L2 {h} (m)" for h in horizons) + " | "
         + " | ".join(f"Col. {h} (%)" for h in horizons) + " |"
     )
-    sep = "|" + "---|" * (3 + 2 * len(horizons))
+    sep = "|" + "---|" * (3 + noisy + 2 * len(horizons))
     lines = [f"# {title}", ""]
     for protocol in PROTOCOLS:
         lines += [f"## {PROTOCOL_TITLES[protocol]}", "", head, sep]
         for name, res in results.items():
-            label = f"{name} (privileged)" if res.get("privileged") else name
+            label = res.get("planner", name) if noisy else name
+            label = f"{label} (privileged)" if res.get("privileged") else label
+            if noisy:
+                label = f"{label} | {res.get('perception', GROUND_TRUTH_LABEL)}"
             for cmd in ("ALL", *COMMANDS):
                 summary = res["metrics"][cmd]
                 l2 = summary[protocol]["L2"]
@@ -154,6 +210,14 @@ def render_markdown(results: dict[str, dict], title: str = "Open-loop planning")
         "incomplete 3 s ground-truth future are skipped. (privileged): the planner reads ground-truth "
         "agent futures (the DistillDrive planning teacher), so its row is not comparable."
     )
+    if noisy:
+        lines.append(
+            "\nPerception: ground-truth = the logged agents; noisy perception (NAME) = the agents through "
+            "dsdrive.data.perception_noise (latency, range-dependent misses, position / heading / velocity noise, "
+            "ghost boxes; settings in the JSON report), the same draw for every planner. Only the planner's "
+            "inputs are perturbed: L2 and collisions are scored against the true agents. Privileged planners read "
+            "the ground truth, so no noise is applied to them."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -190,13 +254,16 @@ class OpenLoopRun:
 
 
 def add_planner_selection_arguments(ap: argparse.ArgumentParser, planner_help: str = "one or more planners") -> None:
-    """Add ``--data``, ``--planner``, ``--checkpoint`` and ``--scenes``: what every command that scores
+    """Add ``--data``, ``--planner``, ``--checkpoint``, ``--scenes`` and ``--perception-noise``: what every command that scores
     planners on planning samples takes (``dsdrive open-loop``, ``dsdrive pdm-score``)."""
     ap.add_argument("--data", required=True, help="planning dataset folder (dsdrive build --out)")
     ap.add_argument("--planner", nargs="+", required=True, choices=planner_names(), help=planner_help)
     ap.add_argument("--checkpoint", nargs="*", default=[], help="DIR, or NAME=DIR per trained planner")
     ap.add_argument("--scenes", default="val", help="val (default: every held-out scene, %s) | train | all | comma-separated scene ids"
                     % ",".join(DEFAULT_VAL_SCENES))
+    ap.add_argument("--perception-noise", nargs="+", default=["none"], metavar="{none,default,heavy,FILE.yaml}",
+                    help="perception settings, one row per planner each (dsdrive.data.perception_noise); "
+                         "e.g. 'none default' puts ground-truth and noisy perception in one table (default: none)")
 
 
 def build_parser(prog: str = "dsdrive open-loop") -> argparse.ArgumentParser:
@@ -249,6 +316,7 @@ def run_open_loop(args: argparse.Namespace) -> OpenLoopRun:
     """
 
     checkpoints = parse_checkpoints(args.checkpoint, args.planner)
+    settings = perception_settings(getattr(args, "perception_noise", None))
     ds = load_dataset_dir(args.data)
     scene_ids = list(ds["scene_id"])
     scenes = select_scenes(scene_ids, args.scenes, where=str(args.data))
@@ -258,11 +326,12 @@ def run_open_loop(args: argparse.Namespace) -> OpenLoopRun:
     excluded = 0 if include_augmented else sum(not ok for sid, ok in zip(scene_ids, original_sample_mask(ds)) if sid in in_scenes)
     print(f"{args.data}: evaluating {len(samples)} samples from {len(scenes)} scenes (--scenes {args.scenes}): {scenes}")
     if excluded:
-        print(f"{args.data}: left out {excluded} augmented samples (agent-as-ego or mirrored) of these scenes; "
+        print(f"{args.data}: left out {excluded} augmented samples (agent-as-ego, mirrored or on-policy) of these scenes; "
               "pass --include-augmented to score them too")
     report: dict = {"data": str(args.data), "scene_selection": args.scenes, "scenes": scenes, "num_samples": len(samples),
                     "include_augmented": include_augmented, "num_augmented_excluded": excluded,
-                    "protocols": PROTOCOL_TITLES, "planners": {}}
+                    "protocols": PROTOCOL_TITLES, "perception_noise": {c.label: c.model_dump() for c in settings},
+                    "planners": {}}
     run = OpenLoopRun(report, samples)
     for name in args.planner:
         ckpt = checkpoints.get(name)
@@ -271,18 +340,22 @@ def run_open_loop(args: argparse.Namespace) -> OpenLoopRun:
                 raise ValueError("ego_mlp needs --checkpoint [ego_mlp=]DIR (train one: `dsdrive ego-mlp --help`), "
                                  "or pass --train-ego-mlp-if-missing to train it here on the training scenes")
             ckpt = _train_ego_mlp(args.data, scene_ids, scenes, Path(args.out), args.scenes)
-        planner = run.planners[name] = load_planner(name, ckpt)
-        entry = evaluate_planner(planner, samples, batch_size=args.batch_size)
-        entry["checkpoint"] = ckpt
-        trained_on = getattr(getattr(planner, "config", None), "trained_on_scenes", None)
-        if trained_on:
-            entry["trained_on_scenes"] = list(trained_on)
-            overlap = sorted(set(trained_on) & set(scenes))
-            if overlap:
-                entry["train_eval_overlap_scenes"] = overlap
-                print(f"WARNING: {name} was trained on evaluated scenes {overlap}", file=sys.stderr)
-        report["planners"][name] = entry
-        print(f"{name}: {entry['num_evaluated']} samples scored, {entry['num_skipped_incomplete_future']} skipped (incomplete future)")
+        base = load_planner(name, ckpt)
+        privileged = bool(getattr(base, "privileged", False))
+        for noise in settings[:1] if privileged else settings:
+            key = row_name(name, noise, len(settings) > 1, privileged)
+            planner = run.planners[key] = base if privileged or noise.is_identity else PerceivedPlanner(base, noise)
+            entry = evaluate_planner(planner, samples, batch_size=args.batch_size)
+            entry.update(planner=name, perception=perception_label(noise, privileged), checkpoint=ckpt)
+            trained_on = getattr(getattr(base, "config", None), "trained_on_scenes", None)
+            if trained_on:
+                entry["trained_on_scenes"] = list(trained_on)
+                overlap = sorted(set(trained_on) & set(scenes))
+                if overlap:
+                    entry["train_eval_overlap_scenes"] = overlap
+                    print(f"WARNING: {name} was trained on evaluated scenes {overlap}", file=sys.stderr)
+            report["planners"][key] = entry
+            print(f"{key}: {entry['num_evaluated']} samples scored, {entry['num_skipped_incomplete_future']} skipped (incomplete future)")
     return run
 
 
@@ -304,7 +377,8 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive open-loop") -> int:
         cv_summary = json.loads(Path(args.cv_summary).read_text()) if args.cv_summary else None
         config = {"data": str(args.data), "scenes": run.report["scenes"], "checkpoints": {
             name: entry.get("checkpoint") for name, entry in run.report["planners"].items()}}
-        student = "student" if "student" in run.planners else next(iter(run.planners))
+        rows = run.report["planners"]
+        student = next((k for k, e in rows.items() if e.get("planner") == "student"), next(iter(run.planners)))
         index = build_open_loop_report(args.report, run.planners, run.samples, worst_n=args.report_worst,
                                        student=student, config=config, cv_summary=cv_summary, batch_size=args.batch_size)
         print(f"wrote {index}")

@@ -21,6 +21,11 @@ and ``report.json`` (everything the page shows). Sections:
   (:func:`dsdrive.annotation.meta_action.meta_action_from_trajectory`), and per planner L2,
   collision steps and implied meta-action.
 
+* **Reasoning-plan consistency** (text only, :mod:`dsdrive.evaluation.metrics.reasoning_consistency`):
+  the student explains every evaluated sample; the meta-action stated in its generated text (no
+  fallback to its meta-action head) is compared with the one its waypoints of the same pass imply;
+  parse rate and agreement are reported apart, per sample in ``report.json``.
+
 Per-sample L2 is the ST-P3 "avg" of that sample (mean of the running means at 1, 2 and 3 s), so
 the mean of the histogram equals the difference of the ST-P3 L2 avg of the two table rows.
 Reasoning is generated (slow) only for the N worst samples.
@@ -38,6 +43,7 @@ import numpy as np
 from dsdrive.data.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from dsdrive.data.types import COMMANDS, FUTURE_STEPS, PlanningSample
 from dsdrive.evaluation.closed_loop.explain import describe_plan, implied_meta_action
+from dsdrive.evaluation.metrics.reasoning_consistency import reasoning_consistency
 from dsdrive.evaluation.metrics.planning import (
     EGO_LENGTH_M,
     EGO_WIDTH_M,
@@ -113,6 +119,8 @@ class OpenLoopReportInputs:
         best_baseline: the reference baseline (lowest ST-P3 L2 avg among the others), or None.
         worst: the worst samples, worst first.
         num_skipped: samples left out for an incomplete ground-truth future.
+        reasoning_consistency: :func:`dsdrive.evaluation.metrics.reasoning_consistency.reasoning_consistency`
+            of the student's generated reasoning over all B samples, or None (no student, or it cannot explain).
     """
 
     samples: list[PlanningSample]
@@ -123,6 +131,24 @@ class OpenLoopReportInputs:
     best_baseline: str | None
     worst: list[WorstSample] = field(default_factory=list)
     num_skipped: int = 0
+    reasoning_consistency: dict | None = None
+
+
+def explain_samples(planner, samples: list[PlanningSample], batch_size: int = 64) -> tuple[list[str], np.ndarray] | None:
+    """The planner's generated reasoning and the (B, 6, 3) waypoints of the same pass (ego frame, m),
+    with ``plan_and_explain_batch`` (the student) or ``plan_and_explain`` per sample; None when it has neither."""
+    if hasattr(planner, "plan_and_explain_batch"):
+        texts, wps = [], []
+        for b in range(0, len(samples), batch_size):
+            out, t = planner.plan_and_explain_batch([s.inputs for s in samples[b:b + batch_size]])
+            texts += list(t)
+            wps.append(out.waypoints.float().cpu().numpy())
+        return texts, np.concatenate(wps) if wps else np.zeros((0, FUTURE_STEPS, 3), np.float32)
+    if hasattr(planner, "plan_and_explain"):
+        pairs = [planner.plan_and_explain(s.inputs) for s in samples]
+        texts = [str((e or {}).get("reasoning") or "") if isinstance(e, dict) else str(e or "") for _, e in pairs]
+        return texts, np.stack([np.asarray(w, np.float32) for w, _ in pairs]) if pairs else np.zeros((0, FUTURE_STEPS, 3), np.float32)
+    return None
 
 
 def _implied(waypoints: np.ndarray, sample: PlanningSample) -> str:
@@ -131,7 +157,7 @@ def _implied(waypoints: np.ndarray, sample: PlanningSample) -> str:
 
 def collect_report_inputs(planners: Mapping[str, object], samples: list[PlanningSample], student: str = "student",
                           worst_n: int = DEFAULT_WORST, predictions: Mapping[str, np.ndarray] | None = None,
-                          batch_size: int = 64, progress: bool = False) -> OpenLoopReportInputs:
+                          batch_size: int = 64, progress: bool = False, consistency: bool = True) -> OpenLoopReportInputs:
     """Plan (or take given plans), score per sample, rank the student's worst samples and explain them.
 
     Args:
@@ -142,6 +168,8 @@ def collect_report_inputs(planners: Mapping[str, object], samples: list[Planning
         worst_n: number of worst samples (>= 0).
         predictions: optional name -> (B, 6, 3) waypoints already planned for the B complete-future
             samples (in order), to avoid planning twice; missing planners are planned here.
+        consistency: have the student explain every sample and measure the text-only
+            reasoning-plan consistency (:func:`explain_samples`, generation: the slow part).
 
     Raises:
         ValueError: ``worst_n`` < 0, no sample has a complete future, or a given prediction has
@@ -170,6 +198,10 @@ def collect_report_inputs(planners: Mapping[str, object], samples: list[Planning
     baselines = [n for n in planners if n != student and not privileged[n]]
     best = min(baselines, key=lambda n: float(stp3_l2_avg(metrics[n].l2).mean())) if baselines else None
     out = OpenLoopReportInputs(scored, preds, metrics, privileged, student, best, num_skipped=int((~keep).sum()))
+    explained = explain_samples(planners[student], scored, batch_size) if student is not None and consistency else None
+    if explained is not None:
+        texts, wps = explained
+        out.reasoning_consistency = reasoning_consistency(texts, wps, [s.inputs.speed for s in scored], [s.sample_id for s in scored])
     if student is None or best is None:
         return out
     delta = stp3_l2_avg(metrics[student].l2) - stp3_l2_avg(metrics[best].l2)
@@ -373,7 +405,8 @@ def write_open_loop_report(out_dir: str | Path, inputs: OpenLoopReportInputs, co
                           annotator=(s.annotation or {}).get("teacher")))
     doc = dict(config=config or {}, scenes=scenes, num_evaluated=len(inputs.samples), num_skipped_incomplete_future=inputs.num_skipped,
                student=inputs.student, best_baseline=inputs.best_baseline, privileged=inputs.privileged,
-               metrics_by_command=by_command, metrics_by_scene=by_scene, cv_summary=cv_summary, histogram=hist, worst=worst)
+               metrics_by_command=by_command, metrics_by_scene=by_scene, cv_summary=cv_summary, histogram=hist, worst=worst,
+               reasoning_consistency=inputs.reasoning_consistency)
     write_json_atomic(out / "report.json", jsonable(doc), indent=1)
 
     html = report_environment(Path(__file__).resolve().parent / "templates").get_template(TEMPLATE).render(

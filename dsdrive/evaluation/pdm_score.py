@@ -3,7 +3,12 @@
 Run as:
     dsdrive pdm-score --data outputs/main/planning --planner ground_truth constant_velocity --scenes all --out pdm.json
     dsdrive pdm-score --data DIR --planner ego_mlp student --checkpoint ego_mlp=CKPT1 student=CKPT2 --out pdm.json
+    dsdrive pdm-score --data DIR --planner pdm_closed ground_truth --scenes all --progress-reference pdm_closed --out pdm.json
+    dsdrive pdm-score --data DIR --planner constant_velocity --perception-noise none default --out pdm.json
     python eval/pdm_score.py ...          # the same command line
+
+``--perception-noise`` (as ``dsdrive open-loop``; :mod:`dsdrive.data.perception_noise`): one row per
+planner and setting; only the planner's inputs are perturbed, the score uses the logged agents.
 
 What NAVSIM does (Dauner et al., "NAVSIM: Data-Driven Non-Reactive Autonomous Vehicle Simulation
 and Benchmarking", NeurIPS 2024 D&B, v1): the agent outputs a 4 s trajectory (8 poses at 2 Hz);
@@ -42,9 +47,18 @@ Ours (per sample, :func:`score_sample`), and where it differs:
 * **No traffic lights**: nuScenes (and so its ScenarioNet export) has no traffic-light states,
   so there is no traffic-light compliance term (NAVSIM has none in v1 PDMS either; nuPlan's
   closed-loop score has one).
-* **EP reference**: we have no PDM-Closed yet; the reference progress is the **logged ego
-  future's** progress over the same 3 s, along the logged ego path of the whole scene. A planner
-  that drives farther than the human gets EP 1, not more (clipped).
+* **EP reference** (``--progress-reference``): ``log`` (the default, as before PDM-Closed
+  existed): the **logged ego future's** progress over the same 3 s, along the logged ego path of
+  the whole scene. ``pdm_closed`` (NAVSIM's choice): the progress of our PDM-Closed
+  (:mod:`dsdrive.planners.pdm_closed`, planned along the logged future as its route) tracked by
+  the same bicycle + LQR, 0 when that plan collides (NC 0) or leaves the drivable area (DAC 0),
+  so that the planner's own progress is then the reference (NAVSIM takes the larger of the
+  two safe progresses). PDM-Closed ignores that the human stopped or slowed for reasons the
+  data do not show (no traffic lights), so it often progresses farther than the log: EP under
+  ``pdm_closed`` is lower for the logged future and for planners that drive like it (on the 8
+  scenes: logged future 99.9 -> 95.8, constant velocity 95.6 -> 94.2). Either way a planner
+  that drives farther than the reference gets EP 1, not more (clipped), and a reference below
+  5 m gives EP 1.
 * **TTC**: projection times 0.3, 0.6, 0.9 s at constant velocity, agents ahead only
   (:func:`dsdrive.evaluation.closed_loop.metrics.ttc_violation`); comfort: nuPlan's bounds on
   Savitzky-Golay derivatives (:func:`dsdrive.evaluation.closed_loop.metrics.comfort_signals`).
@@ -264,13 +278,14 @@ def log_step_of(sample: PlanningSample, log: ScenarioLog) -> int:
     return step
 
 
-def score_sample(log: ScenarioLog, step: int, waypoints_ego: np.ndarray) -> dict:
+def score_sample(log: ScenarioLog, step: int, waypoints_ego: np.ndarray, reference_progress_m: float | None = None) -> dict:
     """PDM sub-scores of one plan (see the module docstring).
 
     Args:
         log: the sample's scenario. step: its log step.
         waypoints_ego: (6, 2+) plan ``x, y[, heading]`` at +0.5 ... +3.0 s, ego frame of the
             logged ego at ``step`` (x forward, y left, m, rad).
+        reference_progress_m: the EP reference (m); None = the logged future's progress.
 
     Returns:
         dict: ``nc, dac, ttc, comfort, ep, pdms`` (floats), ``progress_m``,
@@ -307,6 +322,8 @@ def score_sample(log: ScenarioLog, step: int, waypoints_ego: np.ndarray) -> dict
     prog = route_progress(log.route, np.stack([pos[0], pos[-1]]))
     ref_prog = route_progress(log.route, np.stack([log.ego_xy[step], log.ego_xy[step + HORIZON_STEPS]]))
     progress, reference = float(prog[1] - prog[0]), float(ref_prog[1] - ref_prog[0])
+    if reference_progress_m is not None:
+        reference = float(reference_progress_m)
     ep = progress_score(progress, reference)
     ttc = 1.0 if ttc_step is None else 0.0
     faults = [o for o in overlaps if o.at_fault]
@@ -370,20 +387,9 @@ def plan_all(planner, samples: list[PlanningSample], batch_size: int = 64) -> tu
     return out, failed
 
 
-def evaluate_planner(planner, samples: list[PlanningSample], logs: dict[str, ScenarioLog], batch_size: int = 64) -> dict:
-    """Score one planner on every sample.
-
-    Args:
-        samples: the samples (each ``scene_id`` a key of ``logs``, or skipped).
-        logs: scene id -> :class:`ScenarioLog`.
-
-    Returns:
-        ``{"aggregate": {n_scored, n_failed, n_skipped, nc, dac, ttc, comfort, ep, pdms (means,
-        failures count as 0), seconds}, "nontrivial": {n, the same means over the non-trivial
-        samples (:func:`nontrivial`)}, "samples": [...], "skipped": [...], "failed": [...]}``.
-    """
-    t0 = time.perf_counter()
-    steps, skipped, usable = {}, [], []
+def _log_steps(samples: list[PlanningSample], logs: dict[str, ScenarioLog]) -> tuple[dict[int, int], list[dict]]:
+    """({sample index: log step} of the samples that can be scored, [{sample_id, reason}] of the others)."""
+    steps, skipped = {}, []
     for i, s in enumerate(samples):
         log = logs.get(s.scene_id)
         try:
@@ -392,9 +398,46 @@ def evaluate_planner(planner, samples: list[PlanningSample], logs: dict[str, Sce
             if log.area is None:
                 raise SampleSkipped(log.area_note or f"{log.file}: no drivable area")
             steps[i] = log_step_of(s, log)
-            usable.append(i)
         except SampleSkipped as e:
             skipped.append({"sample_id": s.sample_id, "reason": str(e)})
+    return steps, skipped
+
+
+def pdm_closed_reference(samples: list[PlanningSample], logs: dict[str, ScenarioLog], batch_size: int = 64) -> dict[str, float]:
+    """The EP reference of ``--progress-reference pdm_closed`` (see the module docstring): sample id
+    -> the progress (m) of PDM-Closed's plan tracked like any plan, 0 where that plan has NC or DAC
+    0. A sample PDM-Closed fails on is left out (its EP falls back to the logged future)."""
+    from dsdrive.planners.pdm_closed import PDMClosedPlanner
+
+    steps, _ = _log_steps(samples, logs)
+    idx = sorted(steps)
+    plans, failed = plan_all(PDMClosedPlanner(), [samples[i] for i in idx], batch_size)
+    out = {}
+    for j, i in enumerate(idx):
+        if j not in failed:
+            r = score_sample(logs[samples[i].scene_id], steps[i], plans[j])
+            out[samples[i].sample_id] = r["progress_m"] if r["nc"] * r["dac"] > 0 else 0.0
+    return out
+
+
+def evaluate_planner(planner, samples: list[PlanningSample], logs: dict[str, ScenarioLog], batch_size: int = 64,
+                     reference: dict[str, float] | None = None) -> dict:
+    """Score one planner on every sample.
+
+    Args:
+        samples: the samples (each ``scene_id`` a key of ``logs``, or skipped).
+        logs: scene id -> :class:`ScenarioLog`.
+        reference: sample id -> EP reference progress (m) (:func:`pdm_closed_reference`); None or
+            a missing id = the logged future's progress.
+
+    Returns:
+        ``{"aggregate": {n_scored, n_failed, n_skipped, nc, dac, ttc, comfort, ep, pdms (means,
+        failures count as 0), seconds}, "nontrivial": {n, the same means over the non-trivial
+        samples (:func:`nontrivial`)}, "samples": [...], "skipped": [...], "failed": [...]}``.
+    """
+    t0 = time.perf_counter()
+    steps, skipped = _log_steps(samples, logs)
+    usable = sorted(steps)
     plans, failed_idx = plan_all(planner, [samples[i] for i in usable], batch_size)
     per_sample, failed = [], []
     for j, i in enumerate(usable):
@@ -404,7 +447,7 @@ def evaluate_planner(planner, samples: list[PlanningSample], logs: dict[str, Sce
             per_sample.append({"sample_id": s.sample_id, "scene_id": s.scene_id, "nontrivial": nontrivial(s),
                                **{k: 0.0 for k in SUB_SCORES}, "failed": True})
             continue
-        r = score_sample(logs[s.scene_id], steps[i], plans[j])
+        r = score_sample(logs[s.scene_id], steps[i], plans[j], (reference or {}).get(s.sample_id))
         r.pop("driven")
         per_sample.append({"sample_id": s.sample_id, "scene_id": s.scene_id, "step": steps[i], "nontrivial": nontrivial(s), **r})
     agg = {"n_scored": len(per_sample) - len(failed), "n_failed": len(failed), "n_skipped": len(skipped), **_means(per_sample),
@@ -415,7 +458,9 @@ def evaluate_planner(planner, samples: list[PlanningSample], logs: dict[str, Sce
 
 def render_markdown(report: dict) -> str:
     """The table of ``report["planners"]`` (means x 100, as NAVSIM reports) and the published anchors."""
-    lines = ["# PDM score (NAVSIM-style, 3 s horizon; see dsdrive/evaluation/pdm_score.py)", "",
+    ref = report.get("progress_reference", "log")
+    lines = [f"# PDM score (NAVSIM-style, 3 s horizon, EP reference: {'PDM-Closed' if ref == 'pdm_closed' else 'the logged future'}; "
+             "see dsdrive/evaluation/pdm_score.py)", "",
              "| planner | scored | failed | skipped | NC | DAC | TTC | C | EP | PDMS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in report["planners"].items():
         a = res["aggregate"]
@@ -457,6 +502,8 @@ def build_parser(prog: str = "dsdrive pdm-score") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_planner_selection_arguments(ap, planner_help="one or more planners (ground_truth: the logged future)")
     ap.add_argument("--scenarios", default=None, help="ScenarioNet folder the dataset was built from (default: its build_report.json input)")
+    ap.add_argument("--progress-reference", choices=("log", "pdm_closed"), default="log",
+                    help="EP reference: the logged future (default) or PDM-Closed's plan (NAVSIM's); see the module docstring")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", required=True, help="report FILE.json; FILE.md is written beside it")
     return ap
@@ -471,11 +518,20 @@ def run_pdm_score(args: argparse.Namespace) -> dict:
     """
     from dsdrive.data.dataset import load_dataset_dir, load_samples
     from dsdrive.data.safe_pickle import load_pickle
-    from dsdrive.evaluation.open_loop import select_scenes
+    from dsdrive.data.perception_noise import perception_label, perception_settings, row_name
+    from dsdrive.evaluation.open_loop import PerceivedPlanner, select_scenes
     from dsdrive.planners.registry import load_planner, parse_checkpoints
 
     checkpoints = parse_checkpoints(args.checkpoint, args.planner)
-    planners = {name: load_planner(name, checkpoints.get(name)) for name in args.planner}
+    settings = perception_settings(getattr(args, "perception_noise", None))
+    planners, perception = {}, {}  # row name -> planner (wrapped for noisy perception), row name -> perception label
+    for name in args.planner:
+        base = load_planner(name, checkpoints.get(name))
+        privileged = bool(getattr(base, "privileged", False))
+        for noise in settings[:1] if privileged else settings:
+            key = row_name(name, noise, len(settings) > 1, privileged)
+            planners[key] = base if privileged or noise.is_identity else PerceivedPlanner(base, noise)
+            perception[key] = perception_label(noise, privileged)
     ds = load_dataset_dir(args.data)
     scenes = select_scenes(list(ds["scene_id"]), args.scenes, where=str(args.data))
     samples = load_samples(args.data, scenes=scenes, augmented=False)
@@ -491,13 +547,21 @@ def run_pdm_score(args: argparse.Namespace) -> dict:
     print(f"{args.data}: {len(samples)} samples of {len(scenes)} scenes (--scenes {args.scenes}): {scenes}; scenarios: {src}")
     report = {"data": str(args.data), "scenarios": str(src), "scenes": scenes, "num_samples": len(samples),
               "horizon_s": HORIZON_STEPS * SIM_DT, "checkpoints": checkpoints, "scenario_errors": log_errors,
-              "published_navtest_pdms": PUBLISHED_NAVTEST_PDMS, "planners": {}}
+              "published_navtest_pdms": PUBLISHED_NAVTEST_PDMS,
+              "perception_noise": {c.label: c.model_dump() for c in settings},
+              "progress_reference": getattr(args, "progress_reference", "log"), "planners": {}}
+    reference = None
+    if report["progress_reference"] == "pdm_closed":
+        reference = pdm_closed_reference(samples, logs, args.batch_size)
+        report["progress_reference_samples"] = len(reference)
+        print(f"EP reference: PDM-Closed on {len(reference)} samples (the others: the logged future)")
     for name, planner in planners.items():
-        res = evaluate_planner(planner, samples, logs, args.batch_size)
+        res = evaluate_planner(planner, samples, logs, args.batch_size, reference)
         for item in res["skipped"]:
             scene = next((s.scene_id for s in samples if s.sample_id == item["sample_id"]), None)
             if scene in log_errors:
                 item["reason"] = log_errors[scene]
+        res["perception"] = perception[name]
         report["planners"][name] = res
         a, h = res["aggregate"], res["nontrivial"]
         print(f"{name}: PDMS {a['pdms']:.3f}, non-trivial {h['pdms'] if h['pdms'] is not None else float('nan'):.3f} (NC {a['nc']:.3f} DAC {a['dac']:.3f} TTC {a['ttc']:.3f} C {a['comfort']:.3f} EP {a['ep']:.3f}); "

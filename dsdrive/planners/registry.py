@@ -22,6 +22,8 @@ PLANNERS: dict[str, tuple[str, str, bool]] = {
     "planning_teacher": ("dsdrive.planners.distilldrive_teacher", "PlanningTeacherPlanner", True),  # privileged (GT agent futures)
     "ground_truth": ("dsdrive.planners.log_future", "GroundTruthPlanner", False),  # privileged (the logged future)
     "log_waypoints": ("dsdrive.planners.log_future", "LogWaypointsPlanner", False),  # privileged (closed loop: the log)
+    "pdm_closed": ("dsdrive.planners.pdm_closed", "PDMClosedPlanner", False),  # privileged (route, map; closed loop: the world)
+    "text_trajectory_vla": ("dsdrive.planners.text_trajectory", "TextTrajectoryPlanner", True),  # VLM decoding waypoint text (baseline)
 }
 
 

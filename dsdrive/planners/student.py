@@ -3,8 +3,14 @@
 Loads a student checkpoint folder (``StudentModel.save_pretrained`` + ``StudentProcessor.save_pretrained``:
 config.json, model.safetensors, tokenizer files, processor_config.json) and plans with ONE
 forward pass per batch (:meth:`StudentModel.plan`); :meth:`StudentPlanner.explain` and
-:meth:`StudentPlanner.plan_and_explain` add the generated chain-of-thought for reports.
+:meth:`StudentPlanner.plan_and_explain` add the generated chain-of-thought for reports. A
+reasoning-first student (``StudentConfig.sequence_order``) generates its reasoning before every
+plan (greedy, at most ``max_new_tokens``), so its plans cost a generation each.
 Waypoints are (6, 3) ``x, y, heading`` in the ego frame (x forward, y left, metres, radians).
+
+A camera student's checkpoint (``scene_inputs`` cameras / both) also holds its image processor
+(``preprocessor_config.json``); it plans from the samples' camera images (``PlanningInputs.cameras``)
+and, reading no ground-truth box, reports its risk as the riskiest BEV cells, not per agent.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 
 from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, MetaAction
 from dsdrive.data.types import PlanningInputs
+from dsdrive.evaluation.metrics.reasoning_consistency import parse_stated_meta_action
 from dsdrive.planners.base import Planner
 from dsdrive.student import StudentModel, StudentProcessor
 from dsdrive.student.bev import BevGrid, rasterize_risk
@@ -27,7 +34,8 @@ class StudentPlanner(Planner):
     Args:
         checkpoint_dir: folder written by the distillation recipe.
         device: torch device string.
-        max_new_tokens: reasoning length cap for :meth:`explain`.
+        max_new_tokens: reasoning length cap for :meth:`explain` (and, for a reasoning-first
+            student, for every plan); None = the checkpoint's ``config.max_new_tokens``.
 
     Raises:
         FileNotFoundError: the folder lacks config.json / processor_config.json.
@@ -35,14 +43,14 @@ class StudentPlanner(Planner):
 
     name = "student"
 
-    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", max_new_tokens: int = 160):
+    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", max_new_tokens: int | None = None):
         checkpoint_dir = Path(checkpoint_dir)
         if not (checkpoint_dir / "config.json").is_file():
             raise FileNotFoundError(f"{checkpoint_dir}/config.json: missing (not a student checkpoint folder)")
         self.model = StudentModel.from_pretrained(str(checkpoint_dir), local_files_only=True).to(device).eval()
         self.processor = StudentProcessor.from_pretrained(checkpoint_dir, config=self.model.config)
         self.device = device
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = self.model.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path, **kw) -> "StudentPlanner":
@@ -50,7 +58,11 @@ class StudentPlanner(Planner):
         return cls(checkpoint_dir, **kw)
 
     def plan(self, batch: list[PlanningInputs]):
-        """Full :class:`~dsdrive.student.modeling_student.PlanOutput` (modes, scores, risk map) for a batch."""
+        """Full :class:`~dsdrive.student.modeling_student.PlanOutput` (modes, scores, risk map) for a batch
+        (reasoning-first: after generating the reasoning with this planner's cap and eos)."""
+        if self.model.config.reasoning_first:
+            return self.model.plan_and_explain(self.processor(batch), max_new_tokens=self.max_new_tokens,
+                                               eos_token_id=self.processor.tokenizer.eos_token_id)[0]
         return self.model.plan(self.processor(batch))
 
     def compute_trajectory(self, inputs: PlanningInputs) -> np.ndarray:
@@ -58,7 +70,7 @@ class StudentPlanner(Planner):
         return self.compute_trajectories([inputs])[0]
 
     def compute_trajectories(self, batch: list[PlanningInputs]) -> np.ndarray:
-        """(B, 6, 3) float32 best-mode waypoints, one forward pass for the whole batch."""
+        """(B, 6, 3) float32 best-mode waypoints, one forward pass for the whole batch (plan_first)."""
         return self.plan(batch).waypoints.float().cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
@@ -77,11 +89,14 @@ class StudentPlanner(Planner):
             states on its ``Plan:`` line; when that line is missing or unreadable, the meta-action
             head's argmax; ``meta_action_source`` says which), ``mode_scores`` (the command's 6 mode
             probabilities) and ``risks`` (the ``top_risks`` agents with the highest predicted BEV
-            risk on their footprint: ``{"agent_id", "type", "risk"}``).
+            risk on their footprint: ``{"agent_id", "type", "risk"}``; for a camera-only student,
+            which reads no agent, the ``top_risks`` riskiest BEV cells: ``{"x", "y", "risk"}``,
+            cell centres in the ego frame, metres).
         """
         out, texts = self.plan_and_explain_batch([inputs])
         risk_map = out.risk_map[0].float().cpu().numpy()
-        stated, source = stated_meta_action(texts[0]), "reasoning"
+        in_text = parse_stated_meta_action(texts[0])
+        stated, source = (None if in_text is None else str(in_text)), "reasoning"
         if stated is None and out.meta_action_logits is not None:
             stated, source = meta_action_from_index(int(out.meta_action_logits[0].argmax())), "meta-action head"
         explanation = {
@@ -89,7 +104,8 @@ class StudentPlanner(Planner):
             "meta_action": stated,
             "meta_action_source": source if stated is not None else None,
             "mode_scores": [round(float(p), 4) for p in out.mode_scores[0].float().cpu()],
-            "risks": agent_risks(inputs, risk_map, self.model.config)[:top_risks],
+            "risks": (agent_risks(inputs, risk_map, self.model.config) if self.model.config.reads_objects
+                      else cell_risks(risk_map, self.model.config))[:top_risks],
         }
         return out.waypoints[0].float().cpu().numpy().astype(np.float32), explanation
 
@@ -103,25 +119,22 @@ class StudentPlanner(Planner):
         return self.plan([inputs]).risk_map[0].float().cpu().numpy()
 
 
-def stated_meta_action(reasoning: str) -> str | None:
-    """The meta-action a reasoning text states on its ``Plan: ...`` line (template
-    ``prompts/reasoning/v1.jinja``), when it names one of the GPT-Driver / Agent-Driver classes."""
-    for line in reasoning.splitlines():
-        if line.strip().lower().startswith("plan:"):
-            stated = line.split(":", 1)[1].strip().rstrip(".").upper()
-            behaviour = next((b for b in sorted(BEHAVIOURS, key=len, reverse=True) if stated.startswith(b)), None)
-            if behaviour is None:
-                return None
-            if behaviour == "STOP":
-                return "STOP"
-            speed = next((sp for sp in sorted(SPEEDS, key=len, reverse=True) if stated.endswith(sp)), None)
-            return f"{behaviour} with {speed}" if speed else None
-    return None
-
-
 def meta_action_from_index(index: int) -> str:
     """Inverse of :attr:`dsdrive.annotation.schema.MetaAction.index`: class index -> ``"BEHAVIOUR with SPEED"``."""
     return str(MetaAction(behaviour=BEHAVIOURS[index // len(SPEEDS)], speed=SPEEDS[index % len(SPEEDS)]))
+
+
+def cell_risks(risk_map: np.ndarray, config) -> list[dict]:
+    """BEV cells by predicted risk, highest first: ``{"x", "y", "risk"}`` with the cell centre in
+    the ego frame (x forward, y left, metres); a camera student's explanation (it reads no agent).
+
+    Args:
+        risk_map: (H, W) predicted risk in [0, 1] on the student's BEV grid.
+    """
+    centres = BevGrid.from_config(config).cell_centres().reshape(-1, 2)
+    flat = np.asarray(risk_map, np.float64).reshape(-1)
+    return [{"x": round(float(centres[k, 0]), 2), "y": round(float(centres[k, 1]), 2), "risk": round(float(flat[k]), 4)}
+            for k in np.argsort(-flat, kind="stable")]
 
 
 def agent_risks(inputs: PlanningInputs, risk_map: np.ndarray, config) -> list[dict]:

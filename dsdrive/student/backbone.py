@@ -11,7 +11,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, Qwen2Config
+from huggingface_hub import snapshot_download
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig, PreTrainedModel, Qwen2Config
+
+
+def resolve_backbone_path(value: str) -> Path:
+    """A local folder for ``backbone_path``: the folder itself, or a cached Hugging Face snapshot.
+
+    Args:
+        value: a local folder with ``config.json`` or a repo id such as ``Qwen/Qwen2.5-0.5B-Instruct``
+            whose snapshot is already in the local Hugging Face cache (offline: nothing is downloaded).
+
+    Raises:
+        ValueError: neither, naming the field and value.
+    """
+    p = Path(value).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"DistillConfig: backbone_path={value!r} is a folder without config.json (expected a saved causal LM)")
+        return p
+    if not p.exists() and value.count("/") == 1 and not value.startswith((".", "/", "~")):
+        try:
+            snap = Path(snapshot_download(value, local_files_only=True))
+        except Exception:  # noqa: BLE001 - any miss (not cached, bad id) gets the same clear error
+            snap = None
+        if snap is not None and (snap / "config.json").is_file():
+            return snap
+        raise ValueError(f"DistillConfig: backbone_path={value!r} is neither a local folder nor a Hugging Face repo in the local "
+                         f"cache (offline); run `huggingface-cli download {value}` or pass a local folder")
+    raise ValueError(f"DistillConfig: backbone_path={value!r} does not exist (expected a local causal LM folder with config.json)")
 
 
 def tiny_qwen2_config(vocab_size: int, hidden_size: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2, max_positions: int = 2048, **kw) -> Qwen2Config:
@@ -64,7 +92,9 @@ def quantization_config(quantization: str | None):
 
 
 def load_backbone(path: str | Path, quantization: str | None = None, dtype: torch.dtype | None = None, device_map=None) -> PreTrainedModel:
-    """Load any causal LM from a local folder with ``AutoModelForCausalLM.from_pretrained``.
+    """Load any causal LM from a local folder with ``AutoModelForCausalLM.from_pretrained``, or a
+    vision-language model (a config with a ``vision_config``, e.g. Qwen2.5-VL) with
+    ``AutoModelForImageTextToText.from_pretrained`` (the camera student's backbone).
 
     Args:
         path: folder with config.json + weights (no network is used: ``local_files_only``).
@@ -85,4 +115,6 @@ def load_backbone(path: str | Path, quantization: str | None = None, dtype: torc
         kw["device_map"] = device_map or {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
     elif device_map is not None:
         kw["device_map"] = device_map
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or (torch.bfloat16 if quantization else torch.float32), local_files_only=True, **kw)
+    vision = getattr(AutoConfig.from_pretrained(str(path), local_files_only=True), "vision_config", None) is not None
+    auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    return auto.from_pretrained(str(path), dtype=dtype or (torch.bfloat16 if quantization else torch.float32), local_files_only=True, **kw)

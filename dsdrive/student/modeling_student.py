@@ -10,6 +10,21 @@ position ids = cumulative count of real tokens, so padding never shifts a positi
 
     [scene tokens: ego, N agents, M polylines][prompt tokens][18 planning queries][reasoning tokens]
 
+(``config.sequence_order`` ``plan_first``, the default) or, with ``reasoning_first`` (DSDrive's
+intent: the plan reads the chain-of-thought),
+
+    [scene tokens][prompt tokens][reasoning tokens][18 planning queries]
+
+The camera student (``config.scene_inputs`` ``cameras``; ``both`` keeps the object tokens too) has a
+vision-language backbone (Qwen2-VL family, :mod:`dsdrive.student.vision_backbone`) and reads
+
+    [<|vision_start|> camera tokens <|vision_end|> per camera][ego token][prompt][queries][reasoning]
+
+with Qwen2-VL's multimodal RoPE positions; its RiskHead reads the vision tower's patch features
+lifted to BEV with each camera's calibration (RSD's PV -> BEV, :mod:`dsdrive.student.pv_bev_lift`).
+It builds no agent or map token at all (``cameras``): only the ego status / history / command token,
+which is not perception.
+
 The 18 planning queries (one per (command, mode), :data:`dsdrive.data.types.COMMANDS` order, each a
 learned embedding plus an embedding of its vocabulary anchor) see the scene and the prompt; the
 reasoning tokens see the queries too, so the text explains the plan that the queries carry.
@@ -17,7 +32,13 @@ The waypoint head also reads the ego's current kinematics (``batch["ego"]``, no 
 each mode is pulled towards the constant-velocity rollout and the mode logits get a CV-consistency
 prior (see :class:`dsdrive.student.waypoint_head.WaypointHead`).
 :meth:`StudentModel.plan` is ONE forward pass over [scene][prompt][queries] (never generation);
-:meth:`StudentModel.explain` continues greedily after the queries with a KV cache.
+:meth:`StudentModel.explain` continues greedily after the queries with a KV cache. A reasoning-first
+student is no longer planned in one pass: :meth:`StudentModel.plan` first generates the reasoning
+greedily (KV cache, at most ``config.max_new_tokens``, stopping at eos), then appends the queries to
+the cache and reads their states; ``eval/bench_student.py --sequence-order`` times the cost.
+In training (teacher forcing) the reasoning rows are right-padded: pads are masked out of attention
+and do not advance the position ids, so the queries after a row's reasoning see the same real
+tokens at the same positions whatever the batch's padding.
 
 All coordinates are in the ego frame of the current time (x forward, y left, metres).
 """
@@ -29,14 +50,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from dsdrive.constants import STEP_SECONDS
 from dsdrive.student.bev import BevGrid
 from dsdrive.student.configuration_student import StudentConfig
+from dsdrive.student.pv_bev_lift import LiftedBev
 from dsdrive.student.risk_head import RiskHead, risk_l1_loss
-from dsdrive.student.scene_encoder import SceneEncoder
+from dsdrive.student.scene_encoder import EgoEncoder, SceneEncoder
+from dsdrive.student.vision_backbone import CAMERA_KEYS, check_vision_backbone, image_features, image_sequence
 from dsdrive.student.waypoint_head import WaypointHead, select_command, waypoint_losses, with_heading
 
 SCENE_KEYS = ("agents", "agent_types", "agents_mask", "map_points", "map_types", "map_mask", "ego", "command")
@@ -96,6 +119,20 @@ def default_anchors(num_commands: int = 3, modes: int = 6, steps: int = 6) -> np
     return out
 
 
+def last_real_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool mask -> (B,) long index of each row's last True (0 for a row without any)."""
+    return (mask.shape[1] - 1 - mask.flip(1).long().argmax(1)).clamp(min=0)
+
+
+def until_first_eos(ids: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """(B, R) generated ids -> (B, R) bool, True up to and including each row's first eos (all True
+    without eos): the tokens a reasoning-first student's queries read."""
+    if eos_token_id is None:
+        return torch.ones_like(ids, dtype=torch.bool)
+    is_eos = (ids == eos_token_id).long()
+    return (is_eos.cumsum(1) - is_eos) == 0
+
+
 class PlanningQueries(nn.Module):
     """Learned planning query embeddings (K*M, H) + MLP of the flattened anchors (metres / 50)."""
 
@@ -112,16 +149,23 @@ class PlanningQueries(nn.Module):
 class StudentModel(PreTrainedModel):
     """DSDrive-style student with a DistillDrive planning head and an RSD RiskHead.
 
-    Submodules: ``backbone`` (any causal LM), ``scene_encoder``, ``scene_proj`` (scene width ->
-    LLM hidden), ``planning_queries``, ``waypoint_head``, ``risk_head``, ``meta_action_head``
-    (optional; classifies BEHAVIOURS x SPEEDS from the mean hidden state of the command's 6
-    query tokens). Buffer ``anchors`` (K, M, T, 2): the planning vocabulary, persistent, so it
-    travels with the checkpoint.
+    Submodules: ``backbone`` (any causal LM; a Qwen2-VL-family ``AutoModelForImageTextToText`` for
+    a camera student), ``scene_encoder`` (object inputs) or ``ego_encoder`` (cameras only),
+    ``scene_proj`` (scene width -> LLM hidden), ``planning_queries``, ``waypoint_head``,
+    ``risk_head``, ``meta_action_head`` (optional; classifies BEHAVIOURS x SPEEDS from the mean
+    hidden state of the command's 6 query tokens); with cameras also ``camera_embed`` (N, hidden),
+    a learned embedding per camera added to its vision tokens (zero at start, so a pretrained VLM
+    first sees its own tokens), and ``bev_lift`` (:class:`dsdrive.student.pv_bev_lift.LiftedBev`).
+    Buffer ``anchors`` (K, M, T, 2): the planning vocabulary, persistent, so it travels with the
+    checkpoint.
 
     Args:
         config: the student config.
-        backbone: an already-loaded causal LM (e.g. pretrained, or quantized for QLoRA); None
-            builds a randomly initialised one from ``config.backbone_config``.
+        backbone: an already-loaded causal LM / VLM (e.g. pretrained, or quantized for QLoRA);
+            None builds a randomly initialised one from ``config.backbone_config``.
+
+    Raises:
+        ValueError: a camera student whose backbone is not a supported VLM.
     """
 
     config_class = StudentConfig
@@ -131,11 +175,17 @@ class StudentModel(PreTrainedModel):
 
     def __init__(self, config: StudentConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
-        self.backbone = backbone if backbone is not None else AutoModelForCausalLM.from_config(config.backbone_hf_config())
+        auto = AutoModelForImageTextToText if config.reads_cameras else AutoModelForCausalLM
+        self.backbone = backbone if backbone is not None else auto.from_config(config.backbone_hf_config())
+        if config.reads_cameras:
+            check_vision_backbone(self.backbone)
         hidden = self.backbone.config.get_text_config().hidden_size
         self.grid = BevGrid.from_config(config)
-        self.scene_encoder = SceneEncoder(config.scene_dim, config.scene_layers, config.scene_heads, config.num_agent_types,
-                                          config.num_map_types, config.num_commands, self.grid, config.position_scale)
+        if config.reads_objects:
+            self.scene_encoder = SceneEncoder(config.scene_dim, config.scene_layers, config.scene_heads, config.num_agent_types,
+                                              config.num_map_types, config.num_commands, self.grid, config.position_scale)
+        else:  # camera student: ego status / history / command only, no object token is built
+            self.ego_encoder = EgoEncoder(config.scene_dim, config.num_commands, config.position_scale)
         self.scene_proj = nn.Sequential(nn.Linear(config.scene_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.planning_queries = PlanningQueries(config.num_queries, hidden, config.future_steps)
         self.waypoint_head = WaypointHead(hidden, config.num_commands, config.num_modes, config.future_steps,
@@ -146,6 +196,10 @@ class StudentModel(PreTrainedModel):
                                  if config.use_meta_action_head else None)
         anchors = torch.from_numpy(default_anchors(config.num_commands, config.num_modes, config.future_steps))
         self.register_buffer("anchors", anchors, persistent=True)
+        if config.reads_cameras:
+            self.camera_embed = nn.Embedding(len(config.cameras), hidden)
+            nn.init.zeros_(self.camera_embed.weight)
+            self.bev_lift = LiftedBev(self.backbone.config.vision_config.out_hidden_size, config.scene_dim, len(config.lift_heights))
         self.post_init()
 
     def _init_weights(self, module):
@@ -178,10 +232,13 @@ class StudentModel(PreTrainedModel):
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)
 
-    def _prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[scene][prompt][queries] embeddings (B, L, H), mask (B, L), the BEV map, and the query start index."""
+    def _prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, tuple | None]:
+        """[images][scene][prompt][queries] embeddings (B, L, H), mask (B, L), the BEV map, the query
+        start index, and the position layout for :meth:`_position_ids` (None without cameras)."""
         if not self.config.use_ego_status:  # ego-status ablation: the ego token sees no status / history
             batch = {**batch, "ego": torch.zeros_like(batch["ego"])}
+        if self.config.reads_cameras:
+            return self._camera_prefix(batch)
         tokens, tmask, bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS))
         emb_dtype = self.backbone.get_input_embeddings().weight.dtype
         scene = self.scene_proj(tokens).to(emb_dtype)
@@ -190,7 +247,52 @@ class StudentModel(PreTrainedModel):
         queries = self.planning_queries(self.anchors).to(emb_dtype)[None].expand(b, -1, -1)
         embeds = torch.cat([scene, prompt, queries], 1)
         mask = torch.cat([tmask, batch["prompt_mask"].bool(), torch.ones(b, queries.shape[1], dtype=torch.bool, device=scene.device)], 1)
-        return embeds, mask, bev, embeds.shape[1] - queries.shape[1]
+        return embeds, mask, bev, embeds.shape[1] - queries.shape[1], None
+
+    def _camera_prefix(self, batch: dict):
+        """The camera student's prefix (see the module docstring); BEV = lifted patch features
+        (+ the object BEV with ``scene_inputs`` both)."""
+        missing = [k for k in CAMERA_KEYS if batch.get(k) is None]
+        if missing:
+            raise ValueError(f"StudentModel: scene_inputs={self.config.scene_inputs!r} needs the camera inputs {missing} "
+                             "(batch them with a StudentProcessor given the VLM's image processor)")
+        emb = self.backbone.get_input_embeddings()
+        emb_dtype = emb.weight.dtype
+        if self.config.reads_objects:
+            tokens, tmask, obj_bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS))
+        else:
+            tokens = self.ego_encoder(batch["ego"], batch["command"])
+            tmask, obj_bev = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device), None
+        feats = image_features(self.backbone, batch["pixel_values"], batch["image_grid_thw"])
+        ids = torch.tensor([self.backbone.config.vision_start_token_id, self.backbone.config.vision_end_token_id], device=tokens.device)
+        start, end = emb(ids)
+        cams = self.camera_embed(torch.arange(batch["camera_mask"].shape[1], device=tokens.device))  # a call, not .weight: peft wraps it
+        img = image_sequence(feats, batch["camera_mask"].bool(), cams, start, end)
+        lift_dtype = next(self.bev_lift.parameters()).dtype
+        heights = torch.tensor(self.config.lift_heights, device=tokens.device)
+        bev = self.bev_lift(img.features.to(lift_dtype), img.feature_size, batch["camera_intrinsics"], batch["camera_cam2ego"],
+                            batch["camera_image_size"], batch["camera_mask"].bool() & batch["camera_calibrated"].bool(), self.grid, heights)
+        if obj_bev is not None:
+            bev = bev + obj_bev
+        scene = self.scene_proj(tokens).to(emb_dtype)
+        prompt = self._embed(batch["prompt_ids"])
+        b = scene.shape[0]
+        queries = self.planning_queries(self.anchors).to(emb_dtype)[None].expand(b, -1, -1)
+        embeds = torch.cat([img.embeds, scene, prompt, queries], 1)
+        mask = torch.cat([img.mask, tmask, batch["prompt_mask"].bool(), torch.ones(b, queries.shape[1], dtype=torch.bool, device=scene.device)], 1)
+        return embeds, mask, bev, embeds.shape[1] - queries.shape[1], (img.positions, img.text_start)
+
+    @staticmethod
+    def _position_ids(mask: torch.Tensor, layout: tuple | None) -> torch.Tensor | None:
+        """None without images (the decoder then numbers real tokens 0, 1, ...); with images (3, B, L):
+        the image section's multimodal positions, then text positions counting real tokens on from
+        the first position after the images."""
+        if layout is None:
+            return None
+        image_pos, text_start = layout
+        li = image_pos.shape[-1]
+        text = text_start[:, None] + mask[:, li:].long().cumsum(-1) - 1
+        return torch.cat([image_pos, text.clamp(min=0)[None].expand(3, -1, -1)], -1)
 
     def _decode(self, embeds, mask, past=None, position_ids=None, use_cache=False):
         if position_ids is None:
@@ -211,13 +313,20 @@ class StudentModel(PreTrainedModel):
         return waypoints, logits, meta
 
     # ------------------------------------------------------------------ training
-    def forward(self, agents, agent_types, agents_mask, map_points, map_types, map_mask, ego, command, prompt_ids, prompt_mask,
+    def forward(self, agents=None, agent_types=None, agents_mask=None, map_points=None, map_types=None, map_mask=None, ego=None,
+                command=None, prompt_ids=None, prompt_mask=None,
                 reasoning_ids=None, reasoning_mask=None, ego_future=None, ego_future_mask=None, risk_target=None, risk_valid=None,
-                meta_action=None, return_dict: bool = True, **unused) -> StudentOutput:
-        """One training/eval forward over [scene][prompt][queries][reasoning].
+                meta_action=None, return_dict: bool = True, pixel_values=None, image_grid_thw=None, camera_intrinsics=None,
+                camera_cam2ego=None, camera_image_size=None, camera_mask=None, camera_calibrated=None, **unused) -> StudentOutput:
+        """One training/eval forward over [scene][prompt][queries][reasoning] ([images] first with cameras),
+        or [scene][prompt][reasoning][queries] for ``config.sequence_order`` reasoning_first (teacher
+        forcing: the queries read the given reasoning; reasoning token j is predicted from the state
+        before it, the last real prompt token for j = 0; pads masked, positions count real tokens).
 
         Args (B = batch; shapes from :class:`dsdrive.student.processing_student.StudentProcessor`):
-            scene features (see :mod:`dsdrive.student.scene_encoder`), prompt_ids/prompt_mask (B, P);
+            scene features (see :mod:`dsdrive.student.scene_encoder`; agents / map only with object
+            inputs), camera inputs (:func:`dsdrive.student.vision_backbone.encode_cameras`; only
+            with camera inputs), ego (B, 28), command (B,), prompt_ids/prompt_mask (B, P);
             reasoning_ids/reasoning_mask (B, R) teacher chain-of-thought (ends with eos);
             ego_future (B, 6, 3) + ego_future_mask (B, 6) ground truth; risk_target (B, H, W) +
             risk_valid (B,) bool; meta_action (B,) long, -100 = none.
@@ -230,16 +339,25 @@ class StudentModel(PreTrainedModel):
             empty reasoning, meta_action all -100) is 0 and still graph-connected (DDP-safe).
         """
         batch = dict(agents=agents, agent_types=agent_types, agents_mask=agents_mask, map_points=map_points, map_types=map_types,
-                     map_mask=map_mask, ego=ego, command=command, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
-        embeds, mask, bev, q0 = self._prefix(batch)
+                     map_mask=map_mask, ego=ego, command=command, prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                     pixel_values=pixel_values, image_grid_thw=image_grid_thw, camera_intrinsics=camera_intrinsics,
+                     camera_cam2ego=camera_cam2ego, camera_image_size=camera_image_size, camera_mask=camera_mask,
+                     camera_calibrated=camera_calibrated)
+        embeds, mask, bev, q0, layout = self._prefix(batch)
         nq = self.config.num_queries
         r = 0
+        r0 = q0 + nq  # index of the first reasoning token
         if reasoning_ids is not None and reasoning_ids.shape[1] > 0:
             r = reasoning_ids.shape[1]
             rmask = reasoning_mask.bool() if reasoning_mask is not None else torch.ones_like(reasoning_ids, dtype=torch.bool)
-            embeds = torch.cat([embeds, self._embed(reasoning_ids)], 1)
-            mask = torch.cat([mask, rmask], 1)
-        hidden, _ = self._decode(embeds, mask)
+            if self.config.reasoning_first:  # [context][reasoning][queries]
+                r0, q0 = q0, q0 + r
+                embeds = torch.cat([embeds[:, :r0], self._embed(reasoning_ids), embeds[:, r0:]], 1)
+                mask = torch.cat([mask[:, :r0], rmask, mask[:, r0:]], 1)
+            else:
+                embeds = torch.cat([embeds, self._embed(reasoning_ids)], 1)
+                mask = torch.cat([mask, rmask], 1)
+        hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
         waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
         query_states = hidden[:, q0 : q0 + nq]  # all 18 queries, command-major like mode_logits.flatten(1) (planning KD)
         risk_logits = self.risk_head(bev, return_logits=True)
@@ -251,8 +369,14 @@ class StudentModel(PreTrainedModel):
             fmask = ego_future_mask if ego_future_mask is not None else torch.ones(ego_future.shape[:2], dtype=torch.bool, device=ego_future.device)
             terms["waypoint_l1"], terms["mode_ce"] = waypoint_losses(waypoints, logits, command, ego_future, fmask)
         if r:
-            # the state before reasoning token j (the last query for j = 0) predicts token j
-            states = hidden[:, q0 + nq - 1 : q0 + nq - 1 + r]
+            # the state before reasoning token j (the last query for j = 0; reasoning-first: the
+            # last real context token, as the prompt is right-padded) predicts token j
+            if self.config.reasoning_first:
+                last = last_real_index(mask[:, :r0])
+                first = hidden[torch.arange(hidden.shape[0], device=hidden.device), last][:, None]
+                states = torch.cat([first, hidden[:, r0 : r0 + r - 1]], 1)
+            else:
+                states = hidden[:, r0 - 1 : r0 - 1 + r]
             rlogits = self.backbone.get_output_embeddings()(states).float()
             labels = reasoning_ids.masked_fill(~rmask, -100)
             terms["reasoning_ce"] = nn.functional.cross_entropy(rlogits.reshape(-1, rlogits.shape[-1]), labels.reshape(-1), ignore_index=-100) if bool(rmask.any()) else rlogits.sum() * 0.0
@@ -293,7 +417,13 @@ class StudentModel(PreTrainedModel):
 
     @torch.no_grad()
     def plan(self, batch, processor=None) -> PlanOutput:
-        """Plan with ONE forward pass over [scene][prompt][queries]; no generation.
+        """Plan with ONE forward pass over [scene][prompt][queries]; no generation (plan_first).
+
+        A reasoning-first student (``config.sequence_order``) is NOT planned in one pass: the
+        reasoning is generated greedily first (KV cache, at most ``config.max_new_tokens`` tokens,
+        stopping at the backbone's eos), then the queries are appended and read
+        (:meth:`plan_and_explain`, whose ids are dropped here); its latency grows with the
+        reasoning length (``eval/bench_student.py --sequence-order reasoning_first``).
 
         Args:
             batch: a tensor batch from ``StudentProcessor`` (``processor(inputs)``), or
@@ -302,49 +432,98 @@ class StudentModel(PreTrainedModel):
         Returns:
             :class:`PlanOutput` for each sample's command (waypoints (B, 6, 3) ego frame).
         """
+        if self.config.reasoning_first:
+            return self.plan_and_explain(batch, processor)[0]
         batch = self._as_batch(batch, processor)
-        embeds, mask, bev, q0 = self._prefix(batch)
-        hidden, _ = self._decode(embeds, mask)
+        embeds, mask, bev, q0, layout = self._prefix(batch)
+        hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
         return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"])
 
     @torch.no_grad()
-    def generate_reasoning(self, embeds, mask, max_new_tokens: int, eos_token_id: int | None):
-        """Greedy decoding after a prefix with a KV cache. Returns (last prefix hidden states (B, L, H), ids (B, <=max_new_tokens))."""
-        hidden, past = self._decode(embeds, mask, use_cache=True)
-        pos = mask.long().sum(-1, keepdim=True) - 1
+    def generate_reasoning(self, embeds, mask, max_new_tokens: int, eos_token_id: int | None, layout: tuple | None = None,
+                           return_scores: bool = False):
+        """Greedy decoding after a prefix with a KV cache. Returns (last prefix hidden states (B, L, H), ids (B, <=max_new_tokens)),
+        plus the logits of every generated token (B, R, V) with ``return_scores``.
+        ``layout``: the prefix's position layout (:meth:`_prefix`; None without images)."""
+        hidden, ids, scores, _, _ = self._greedy(embeds, mask, max_new_tokens, eos_token_id, layout)
+        if return_scores:
+            return hidden, ids, scores
+        return hidden, ids
+
+    def _greedy(self, embeds, mask, max_new_tokens: int, eos_token_id: int | None, layout: tuple | None):
+        """Greedy decoding after a prefix: (prefix hidden (B, L, H), ids (B, R), scores (B, R, V),
+        the KV cache, and how many of ``ids`` the cache holds: all but the last when every row
+        stopped at eos, else all). The first token is read at each row's last real prefix token."""
+        position_ids = self._position_ids(mask, layout)
+        hidden, past = self._decode(embeds, mask, position_ids=position_ids, use_cache=True)
+        pos = mask.long().sum(-1, keepdim=True) - 1 if position_ids is None else position_ids.amax(dim=(0, 2))[:, None]
         lm_head = self.backbone.get_output_embeddings()
-        tok = lm_head(hidden[:, -1]).argmax(-1)
-        out, done = [], torch.zeros_like(tok, dtype=torch.bool)
+        logits = lm_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real_index(mask)])
+        tok = logits.argmax(-1)
+        out, scores, done, fed = [], [], torch.zeros_like(tok, dtype=torch.bool), 0
         for _ in range(max_new_tokens):
             out.append(tok)
+            scores.append(logits)
             if eos_token_id is not None:
                 done = done | (tok == eos_token_id)
                 if bool(done.all()):
                     break
             pos = pos + 1
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            h, past = self._decode(self._embed(tok[:, None]), mask, past=past, position_ids=pos, use_cache=True)
-            tok = lm_head(h[:, -1]).argmax(-1)
-        return hidden, torch.stack(out, 1) if out else tok.new_zeros(tok.shape[0], 0)
+            step = pos if position_ids is None else pos[None].expand(3, -1, -1)
+            h, past = self._decode(self._embed(tok[:, None]), mask, past=past, position_ids=step, use_cache=True)
+            fed += 1
+            logits = lm_head(h[:, -1])
+            tok = logits.argmax(-1)
+        ids = torch.stack(out, 1) if out else tok.new_zeros(tok.shape[0], 0)
+        scores = torch.stack(scores, 1) if scores else logits.new_zeros(logits.shape[0], 0, logits.shape[-1])
+        return hidden, ids, scores, past, fed
+
+    def _reason_then_plan(self, batch: dict, max_new_tokens: int, eos_token_id: int | None) -> tuple[PlanOutput, torch.Tensor]:
+        """Reasoning-first inference: greedy reasoning after [scene][prompt], then the queries appended
+        to the KV cache read the reasoning up to each row's first eos (later ids masked)."""
+        embeds, mask, bev, q0, layout = self._prefix(batch)
+        nq = self.config.num_queries
+        ctx, cmask, queries = embeds[:, :q0], mask[:, :q0], embeds[:, q0:]
+        _, ids, _, past, fed = self._greedy(ctx, cmask, max_new_tokens, eos_token_id, layout)
+        rmask = until_first_eos(ids, eos_token_id)
+        new = torch.cat([self._embed(ids[:, fed:]), queries], 1)  # the generated id not yet in the cache, then the queries
+        full = torch.cat([cmask, rmask, mask[:, q0:]], 1)
+        n_new = new.shape[1]
+        position_ids = self._position_ids(full, layout)
+        step = (full.long().cumsum(-1) - 1).clamp(min=0)[:, -n_new:] if position_ids is None else position_ids[..., -n_new:]
+        h, _ = self._decode(new, full, past=past, position_ids=step, use_cache=True)
+        return self._plan_from(h, n_new - nq, bev, batch["command"], batch["ego"]), ids
 
     @torch.no_grad()
-    def plan_and_explain(self, batch, processor=None, max_new_tokens: int = 128, eos_token_id: int | None = None):
+    def plan_and_explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None):
         """Plan and explain from one shared prefix: returns (PlanOutput, generated ids (B, R)).
 
-        ``eos_token_id`` defaults to the backbone's; ids after an eos are the decoder's own choice
-        and should be cut by the caller (``StudentProcessor.decode_reasoning`` does).
+        plan_first: the plan is read at the queries of [scene][prompt][queries] and the reasoning is
+        generated after them. reasoning_first: one pass that generates the reasoning and then plans
+        from it (see :meth:`plan`); the plan equals :meth:`plan`'s when ``max_new_tokens`` and
+        ``eos_token_id`` are the defaults.
+
+        ``max_new_tokens`` defaults to ``config.max_new_tokens``; ``eos_token_id`` to the backbone's.
+        Ids after an eos are the decoder's own choice and should be cut by the caller
+        (``StudentProcessor.decode_reasoning`` does); a reasoning-first plan never reads them.
         """
         batch = self._as_batch(batch, processor)
+        if max_new_tokens is None:
+            max_new_tokens = self.config.max_new_tokens
         if eos_token_id is None:
-            eos_token_id = self.backbone.config.eos_token_id
+            eos_token_id = self.backbone.config.get_text_config().eos_token_id
             eos_token_id = eos_token_id[0] if isinstance(eos_token_id, (list, tuple)) else eos_token_id
-        embeds, mask, bev, q0 = self._prefix(batch)
-        hidden, ids = self.generate_reasoning(embeds, mask, max_new_tokens, eos_token_id)
+        if self.config.reasoning_first:
+            return self._reason_then_plan(batch, max_new_tokens, eos_token_id)
+        embeds, mask, bev, q0, layout = self._prefix(batch)
+        hidden, ids = self.generate_reasoning(embeds, mask, max_new_tokens, eos_token_id, layout)
         return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"]), ids
 
     @torch.no_grad()
-    def explain(self, batch, processor=None, max_new_tokens: int = 128, eos_token_id: int | None = None) -> torch.Tensor:
-        """Greedy chain-of-thought ids (B, R) after [scene][prompt][queries] (decode with the processor)."""
+    def explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None) -> torch.Tensor:
+        """Greedy chain-of-thought ids (B, R) after [scene][prompt][queries] (after [scene][prompt]
+        for reasoning_first); decode with the processor."""
         return self.plan_and_explain(batch, processor, max_new_tokens, eos_token_id)[1]
 
 

@@ -39,6 +39,39 @@ def _mlp(i: int, o: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(i, o), nn.GELU(), nn.Linear(o, o))
 
 
+def ego_token_features(ego: torch.Tensor, position_scale: float) -> torch.Tensor:
+    """(B, 28) ego vector (:data:`EGO_FEATURES`) -> (B, 32) normalised input of the ego token's MLP:
+    status / :data:`~dsdrive.student.waypoint_head.STATUS_SCALE` (masked), its mask, history x, y /
+    ``position_scale`` with cos, sin of the heading (masked), the history mask."""
+    status, smask = ego[:, :6], ego[:, 6:12]
+    hist, hmask = ego[:, 12:24].reshape(-1, 4, 3), ego[:, 24:28]
+    h = torch.cat([hist[..., :2] / position_scale, hist[..., 2:].cos(), hist[..., 2:].sin()], -1) * hmask[..., None]
+    return torch.cat([status * smask / status.new_tensor(STATUS_SCALE), smask, h.flatten(1), hmask], -1)
+
+
+class EgoEncoder(nn.Module):
+    """The camera student's only non-image scene token: ego status, history and command -> (B, 1, C).
+
+    These are not perception (the ego's own CAN bus / odometry and the route), so a camera-only
+    student keeps them; it builds no agent or map token. Same features as :class:`SceneEncoder`'s
+    ego token (:func:`ego_token_features`), then a LayerNorm.
+
+    Args:
+        dim: token width C; num_commands: command embedding size; position_scale: metres.
+    """
+
+    def __init__(self, dim: int, num_commands: int, position_scale: float = 50.0):
+        super().__init__()
+        self.scale = position_scale
+        self.ego_mlp = _mlp(32, dim)
+        self.command = nn.Embedding(num_commands, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, ego: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
+        """ego (B, 28), command (B,) long -> (B, 1, C)."""
+        return self.norm(self.ego_mlp(ego_token_features(ego, self.scale)) + self.command(command))[:, None]
+
+
 class SceneEncoder(nn.Module):
     """Instances -> scene tokens (B, T=1+N+M, C) + mask, and BEV features (B, C, H, W).
 
@@ -84,11 +117,7 @@ class SceneEncoder(nn.Module):
         return self.map_out(self.point_mlp(seg).max(-2)[0]) + self.map_type(types)
 
     def _ego_token(self, ego: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
-        status, smask = ego[:, :6], ego[:, 6:12]
-        hist, hmask = ego[:, 12:24].reshape(-1, 4, 3), ego[:, 24:28]
-        h = torch.cat([hist[..., :2] / self.scale, hist[..., 2:].cos(), hist[..., 2:].sin()], -1) * hmask[..., None]
-        x = torch.cat([status * smask / status.new_tensor(STATUS_SCALE), smask, h.flatten(1), hmask], -1)
-        return self.ego_mlp(x) + self.command(command)
+        return self.ego_mlp(ego_token_features(ego, self.scale)) + self.command(command)
 
     def forward(self, agents, agent_types, agents_mask, map_points, map_types, map_mask, ego, command):
         """Encode one batch (shapes in the module docstring).

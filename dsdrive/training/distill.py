@@ -5,6 +5,7 @@ Run as (``dsdrive distill`` and ``recipes/distill.py`` are the same command, :fu
     dsdrive distill --config recipes/configs/tiny/distill.yaml
     dsdrive distill --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir outputs/ckpt/s
     dsdrive distill --config recipes/configs/tiny/distill.yaml --val_scenes none --output_dir outputs/ckpt/all
+    dsdrive distill --config recipes/configs/tiny/distill.yaml --sequence_order reasoning_first   # plan reads the reasoning
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 4 --save_steps 2 \
         --save_strategy steps --output_dir outputs/ckpt/s --resume_from_checkpoint outputs/ckpt/s/checkpoint-2
     accelerate launch --config_file recipes/accelerate_configs/cpu_ddp_gloo.yaml recipes/distill.py \
@@ -31,21 +32,26 @@ and merging the adapters into that copy (QLoRA, Dettmers et al. 2023: 4-bit base
 hold an exact merge). Bad settings or data fail before training with a ``ValueError`` naming the
 field / file (:mod:`dsdrive.training.distill_config`). ``--planning_kd_teacher DIR`` adds DistillDrive
 planning KD from the planning teacher (recipes/configs/tiny/distill_kd.yaml;
-:mod:`dsdrive.training.planning_kd`). Under ``accelerate launch`` every process trains; only the
-main process writes the export and the evaluation.
+:mod:`dsdrive.training.planning_kd`). ``--token_kd_weight W --teacher_logprobs ANN`` adds token-level
+KD of the reasoning from an annotator's cached top-k log-probs (:mod:`dsdrive.training.token_kd`;
+the embedded tiny student takes the annotator's tokenizer with ``--tokenizer_path``). Under
+``accelerate launch`` every process trains; only the main process writes the export and the evaluation.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 from trl import TrlParser
 
 from dsdrive.data.atomic_io import write_json_atomic
 from dsdrive.data.dataset import load_dataset_dir, load_samples
+from dsdrive.data.perception_noise import PerceptionNoiseItems, load_perception_noise
 from dsdrive.data.splits import DEFAULT_VAL_SCENES, NO_SCENES, parse_scene_list, split_scenes
 from dsdrive.distilldrive.planning_vocabulary import PlanningVocabulary
 from dsdrive.student import StudentDataCollator, StudentModel, StudentProcessor
@@ -55,6 +61,7 @@ from dsdrive.student.tokenizer import build_tokenizer
 from dsdrive.training.distill_config import DistillConfig, check_annotations, resolve_backbone_path
 from dsdrive.training.distill_trainer import DistillTrainer, EncodedSamples
 from dsdrive.training.planning_kd import drop_planning_kd, setup_planning_kd
+from dsdrive.training.token_kd import load_token_kd_cache
 
 VAL_HINT = (f"pass --val_scenes {NO_SCENES} to train on every scene without evaluation, "
             "or --val_scenes ID,ID naming scenes of this folder")
@@ -73,9 +80,27 @@ class ScriptArguments:
     eval_open_loop: bool = field(default=True, metadata={"help": "score the saved student open-loop on the held-out scenes"})
 
 
+class PerceptionNoiseEpochs(TrainerCallback):
+    """Tells a :class:`~dsdrive.data.perception_noise.PerceptionNoiseItems` training set the epoch at
+    every epoch start, so each epoch draws fresh noise (also when the data loader's workers or
+    distributed sampler would not forward accelerate's ``set_epoch``)."""
+
+    def __init__(self, dataset: PerceptionNoiseItems):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(math.floor((state.epoch or 0.0) + 1e-6))
+
+
 def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProcessor]:
-    """The student and its processor: a local backbone (+ its tokenizer) or the embedded tiny Qwen2."""
+    """The student and its processor: a local backbone (+ its tokenizer) or the embedded tiny Qwen2;
+    a camera student (``scene_inputs`` cameras / both) from :func:`dsdrive.student.camera_student.build_camera_student`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.scene_inputs != "objects":
+        from dsdrive.student.camera_student import build_camera_student
+
+        return build_camera_student(args, train)
 
     if args.backbone_path:
         path = resolve_backbone_path(args.backbone_path)
@@ -87,7 +112,12 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
         torch.manual_seed(args.seed)
         backbone = load_backbone(path, quantization=args.quantization)  # fp32 master weights (bf16 = autocast)
     else:
-        tokenizer = build_tokenizer(train, vocab_size=args.tokenizer_vocab_size)
+        if args.tokenizer_path:  # e.g. the hf-llm annotator's tokenizer, so that token KD aligns
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_path, local_files_only=True)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer = build_tokenizer(train, vocab_size=args.tokenizer_vocab_size)
         cfg = tiny_qwen2_config(len(tokenizer), hidden_size=args.tiny_hidden_size, layers=args.tiny_layers, heads=args.tiny_heads,
                                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
         torch.manual_seed(args.seed)
@@ -194,7 +224,7 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive distill") -> int:
     n_ann = sum(s.annotation is not None for s in train)
     n_aug = sum(s.augmented for s in train)
     print(f"training: {len(train)} samples ({n_ann} annotated) from {len(train_ids)} scenes {train_ids}; "
-          f"{n_aug} of them augmented (agent-as-ego or mirrored)")
+          f"{n_aug} of them augmented (agent-as-ego, mirrored or on-policy)")
     print(f"held out: {len(heldout)} samples from {len(val_ids)} scenes {val_ids} (recorded ego, un-mirrored only)" if val_ids
           else f"held out: no scene (--val_scenes {script.val_scenes}); nothing is evaluated")
 
@@ -207,10 +237,22 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive distill") -> int:
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"student: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.2f} M trainable, LoRA {'on' if args.use_lora else 'off'}")
 
-    train_set, collator = EncodedSamples(train, processor), StudentDataCollator(processor)
+    cache, cross = None, False
+    if args.token_kd_weight > 0:  # token-level KD from the annotator's cached top-k (dsdrive.training.token_kd)
+        cache, cross, line = load_token_kd_cache(args, train, processor.tokenizer)
+        print(line)
+    elif args.teacher_logprobs:
+        print(f"token KD off (token_kd_weight 0): --teacher_logprobs {args.teacher_logprobs} is not read")
+    train_set, collator = EncodedSamples(train, processor, teacher_logprobs=cache, cross_tokenizer=cross), StudentDataCollator(processor)
     if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.training.planning_kd)
         collator = setup_planning_kd(model, args, train, train_set.items, collator)
-    trainer = DistillTrainer(model=model, args=args, train_dataset=train_set,
+    callbacks = []
+    if args.perception_noise != "none":  # training-time perception noise (dsdrive.data.perception_noise), a fresh draw per epoch
+        noise = load_perception_noise(args.perception_noise)
+        train_set = PerceptionNoiseItems(train, train_set.items, processor.encode_inputs, noise)
+        callbacks.append(PerceptionNoiseEpochs(train_set))
+        print(f"training inputs: {noise.label}, a fresh draw per epoch (targets and held-out evaluation: ground truth)")
+    trainer = DistillTrainer(model=model, args=args, train_dataset=train_set, callbacks=callbacks,
                              eval_dataset=EncodedSamples(heldout, processor) if heldout else None, data_collator=collator)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     metrics = trainer.evaluate() if heldout else {}

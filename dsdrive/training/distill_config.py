@@ -9,12 +9,29 @@ Groups (every field has ``metadata["help"]``):
   encoder, BEV grid, RiskHead, caps, text lengths.
 * **Ego-status ablation**: ``use_ego_status`` (default true); ``--use_ego_status false`` trains a
   student that never reads the ego status or history (``StudentConfig.use_ego_status``).
+* **Sequence order**: ``sequence_order`` (``plan_first``, the default, or ``reasoning_first``:
+  [scene][prompt][reasoning][queries], the plan reads the chain-of-thought; ``StudentConfig.sequence_order``).
+  The student's ``max_new_tokens`` (reasoning generated before a reasoning-first plan) is set to
+  ``max_reasoning_tokens``, the longest reasoning it is trained on.
+* **Scene inputs / camera student** (:class:`dsdrive.student.camera_student.CameraStudentArguments`):
+  ``scene_inputs`` (objects | cameras | both), ``cameras``, ``min_pixels`` / ``max_pixels``,
+  ``lift_heights``, ``allow_missing_cameras``, ``vision_tower`` (frozen | lora | train).
 * **LoRA / QLoRA**: ``use_lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``,
   ``lora_target_modules``, ``quantization``.
 * **Planning KD** (DistillDrive, :mod:`dsdrive.training.planning_kd`): ``planning_kd_teacher`` (off when
   empty), ``planning_kd_cache``, ``kd_feature_weight`` (0.5), ``kd_mode_kl_weight``,
   ``kd_regression_weight`` (0, as published); weights finite and >= 0, the teacher a folder with
   ``config.json``.
+* **Token KD** (:mod:`dsdrive.training.token_kd`): ``token_kd_weight`` (0 = off, the baseline loss
+  exactly), ``teacher_logprobs`` (the annotations folder holding the annotator's cached top-k;
+  needed when the weight is > 0), ``token_kd_divergence`` (forward_kl | reverse_kl | jsd),
+  ``token_kd_beta`` (JSD, in (0, 1)), ``token_kd_temperature`` (> 0, loss x T^2),
+  ``token_kd_tail`` (renormalize | bucket; bucket needs T = 1), ``token_kd_cross_tokenizer``
+  (none = a tokenizer mismatch is an error; uld); ``tokenizer_path`` gives the embedded tiny
+  student the annotator's tokenizer instead of training one.
+* **Perception noise** (:mod:`dsdrive.data.perception_noise`): ``perception_noise`` (``none`` = off;
+  ``default``, ``heavy`` or a YAML file): the training inputs pass through the noise model, a fresh
+  seeded draw per epoch; targets and the held-out evaluation stay on the ground truth.
 
 Validation (``__post_init__``, before any model or data is loaded; ``ValueError`` naming the
 field and its value):
@@ -39,38 +56,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import snapshot_download
 from transformers import TrainingArguments
+
+from dsdrive.student.backbone import resolve_backbone_path  # noqa: F401 (re-exported: recipes and configs import it from here)
+from dsdrive.student.camera_student import CameraStudentArguments
 
 ANNOTATION_COLUMN = "annotation"
 """Dataset column holding the teacher annotation JSON (:mod:`dsdrive.data.dataset`)."""
-
-
-def resolve_backbone_path(value: str) -> Path:
-    """A local folder for ``backbone_path``: the folder itself, or a cached Hugging Face snapshot.
-
-    Args:
-        value: a local folder with ``config.json`` or a repo id such as ``Qwen/Qwen2.5-0.5B-Instruct``
-            whose snapshot is already in the local Hugging Face cache (offline: nothing is downloaded).
-
-    Raises:
-        ValueError: neither, naming the field and value.
-    """
-    p = Path(value).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ValueError(f"DistillConfig: backbone_path={value!r} is a folder without config.json (expected a saved causal LM)")
-        return p
-    if not p.exists() and value.count("/") == 1 and not value.startswith((".", "/", "~")):
-        try:
-            snap = Path(snapshot_download(value, local_files_only=True))
-        except Exception:  # noqa: BLE001 - any miss (not cached, bad id) gets the same clear error
-            snap = None
-        if snap is not None and (snap / "config.json").is_file():
-            return snap
-        raise ValueError(f"DistillConfig: backbone_path={value!r} is neither a local folder nor a Hugging Face repo in the local "
-                         f"cache (offline); run `huggingface-cli download {value}` or pass a local folder")
-    raise ValueError(f"DistillConfig: backbone_path={value!r} does not exist (expected a local causal LM folder with config.json)")
 
 
 def check_annotations(column_names: list[str], annotations: list, data_path: str, cfg: "DistillConfig") -> None:
@@ -95,7 +87,7 @@ def check_annotations(column_names: list[str], annotations: list, data_path: str
 
 
 @dataclass
-class DistillConfig(TrainingArguments):
+class DistillConfig(CameraStudentArguments, TrainingArguments):
     """TrainingArguments plus the student's loss weights, sizes and LoRA settings.
 
     Loss-weight rule: each of the five ``*_weight`` terms (and ``risk_footprint_weight``) must be
@@ -130,6 +122,7 @@ class DistillConfig(TrainingArguments):
     plan_selection: str = field(default="best", metadata={"help": "student plan: 'best' mode or 'expected' (score-weighted mean of the modes)"})
     waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
     use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
+    sequence_order: str = field(default="plan_first", metadata={"help": "plan_first = [scene][prompt][queries][reasoning] (plan in one pass); reasoning_first = [scene][prompt][reasoning][queries] (DSDrive: the plan reads the generated reasoning)"})
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompt truncation length"})
     max_reasoning_tokens: int = field(default=256, metadata={"help": "reasoning truncation length"})
     # LoRA / QLoRA
@@ -145,6 +138,17 @@ class DistillConfig(TrainingArguments):
     kd_feature_weight: float = field(default=0.5, metadata={"help": "MSE(adapter(student plan queries), teacher plan queries) (DistillDrive, 0.5)"})
     kd_mode_kl_weight: float = field(default=0.0, metadata={"help": "KL(teacher || student) mode distribution within each command's 6 modes (0 as published)"})
     kd_regression_weight: float = field(default=0.0, metadata={"help": "L1 between student and teacher waypoints of all 18 modes (0 as published)"})
+    # token-level KD of the reasoning from an annotator's cached top-k log-probs (dsdrive.training.token_kd); off at weight 0
+    token_kd_weight: float = field(default=0.0, metadata={"help": "weight of the token-level KD term on the reasoning tokens; 0 = off"})
+    teacher_logprobs: str | None = field(default=None, metadata={"help": "annotations folder with the annotator's logprobs-rank*.safetensors (dsdrive annotate --logprobs K)"})
+    token_kd_divergence: str = field(default="forward_kl", metadata={"help": "forward_kl (Hinton 2015), reverse_kl, or jsd (GKD generalised JSD with token_kd_beta)"})
+    token_kd_beta: float = field(default=0.5, metadata={"help": "generalised JSD interpolation in (0, 1) (trl convention; jsd only)"})
+    token_kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of both sides; the term is scaled by T^2"})
+    token_kd_tail: str = field(default="renormalize", metadata={"help": "mass outside the cached top-k: renormalize over the top-k, or bucket (one tail bucket; T = 1 only)"})
+    token_kd_cross_tokenizer: str = field(default="none", metadata={"help": "none = an annotator tokenizer unlike the student's is an error; uld = Universal Logit Distillation (sorted top-k probabilities, positions by index)"})
+    tokenizer_path: str | None = field(default=None, metadata={"help": "embedded tiny backbone: load this tokenizer (e.g. the hf-llm annotator's folder) instead of training one"})
+    # training-time perception noise on the inputs (dsdrive.data.perception_noise); none = off
+    perception_noise: str = field(default="none", metadata={"help": "none | default | heavy | FILE.yaml: train on inputs seen through the perception noise model, a fresh draw per epoch (held-out evaluation stays on ground truth)"})
     # TrainingArguments defaults suited to the student
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep every batch key (the student reads them all)"})
     prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation reports losses only"})
@@ -188,6 +192,8 @@ class DistillConfig(TrainingArguments):
             bad("tiny_hidden_size", f"must be divisible by tiny_heads={self.tiny_heads}")
         if self.plan_selection not in ("best", "expected"):
             bad("plan_selection", "must be 'best' or 'expected'")
+        if self.sequence_order not in ("plan_first", "reasoning_first"):
+            bad("sequence_order", "must be 'plan_first' or 'reasoning_first'")
         if not 0.0 <= self.waypoint_cv_gate_init < 1.0:
             bad("waypoint_cv_gate_init", "must be in [0, 1)")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -200,6 +206,35 @@ class DistillConfig(TrainingArguments):
             v = getattr(self, k)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(k, "must be a finite number >= 0")
+        if not isinstance(self.token_kd_weight, (int, float)) or not math.isfinite(self.token_kd_weight) or self.token_kd_weight < 0:
+            bad("token_kd_weight", "must be a finite number >= 0")
+        if self.token_kd_divergence not in ("forward_kl", "reverse_kl", "jsd"):
+            bad("token_kd_divergence", "must be 'forward_kl', 'reverse_kl' or 'jsd'")
+        if not 0.0 < self.token_kd_beta < 1.0:
+            bad("token_kd_beta", "must lie in (0, 1)")
+        if not (isinstance(self.token_kd_temperature, (int, float)) and math.isfinite(self.token_kd_temperature) and self.token_kd_temperature > 0):
+            bad("token_kd_temperature", "must be a finite number > 0")
+        if self.token_kd_tail not in ("renormalize", "bucket"):
+            bad("token_kd_tail", "must be 'renormalize' or 'bucket'")
+        if self.token_kd_tail == "bucket" and self.token_kd_temperature != 1.0:
+            bad("token_kd_tail", f"'bucket' needs token_kd_temperature 1 (the cached tail mass is known at T = 1 only), got {self.token_kd_temperature}")
+        if self.token_kd_cross_tokenizer not in ("none", "uld"):
+            bad("token_kd_cross_tokenizer", "must be 'none' or 'uld'")
+        if self.token_kd_weight > 0 and not self.teacher_logprobs:
+            bad("teacher_logprobs", f"must name an annotations folder with cached log-probs when token_kd_weight={self.token_kd_weight} > 0")
+        if self.teacher_logprobs and self.token_kd_weight > 0 and not Path(self.teacher_logprobs).is_dir():
+            bad("teacher_logprobs", "is not a folder (the dsdrive annotate --out folder)")
+        if self.tokenizer_path and not Path(self.tokenizer_path).is_dir():
+            bad("tokenizer_path", "is not a folder with tokenizer files")
+        if self.tokenizer_path and self.backbone_path:
+            bad("tokenizer_path", "is for the embedded tiny backbone; a backbone_path brings its own tokenizer")
+        if self.perception_noise != "none":  # a preset or a YAML file; ValueError names the file, field and value
+            from dsdrive.data.perception_noise import load_perception_noise
+
+            try:
+                load_perception_noise(self.perception_noise)
+            except ValueError as exc:
+                raise ValueError(f"DistillConfig: perception_noise={self.perception_noise!r}: {exc}") from None
         if self.planning_kd_teacher and not (Path(self.planning_kd_teacher) / "config.json").is_file():
             bad("planning_kd_teacher", "is not a PlanningTeacher checkpoint folder (no config.json); train one with recipes/planning_teacher.py")
 
@@ -214,4 +249,5 @@ class DistillConfig(TrainingArguments):
                     bev_height=self.bev_size, bev_width=self.bev_size, risk_layers=self.risk_layers, risk_points=self.risk_points,
                     risk_footprint_weight=self.risk_footprint_weight, use_meta_action_head=self.meta_action_ce_weight > 0,
                     waypoint_cv_gate_init=self.waypoint_cv_gate_init, plan_selection=self.plan_selection,
-                    use_ego_status=self.use_ego_status, loss_weights=self.loss_weights())
+                    use_ego_status=self.use_ego_status, sequence_order=self.sequence_order, max_new_tokens=self.max_reasoning_tokens,
+                    loss_weights=self.loss_weights(), **self.camera_config_kwargs())

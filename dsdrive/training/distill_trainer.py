@@ -9,7 +9,10 @@ each term, which :meth:`DistillTrainer.log` reports averaged over the logging wi
 ``waypoint_l1``, ``mode_ce``, ``reasoning_ce``, ``risk_l1``, ``meta_action_ce``; ``eval_``
 prefixed in evaluation), like trl's GKD/DPO trainers report their metrics. Batches that carry
 cached planning-teacher outputs (:mod:`dsdrive.training.planning_kd`) add the DistillDrive KD terms
-``kd_feature``, ``kd_mode_kl``, ``kd_regression`` (logged the same way).
+``kd_feature``, ``kd_mode_kl``, ``kd_regression`` (logged the same way). Batches that carry an
+annotator's cached top-k log-probs (:mod:`dsdrive.training.token_kd`, ``token_kd_weight`` > 0) add
+``token_kd_weight`` x the token-level KD term on the reasoning tokens (logged unweighted as
+``token_kd``); with weight 0 nothing is attached and the loss is the baseline's exactly.
 """
 
 from __future__ import annotations
@@ -22,15 +25,26 @@ from tqdm import tqdm
 from dsdrive.training.planning_kd import KD_TERMS, planning_kd_terms, pop_teacher_outputs
 from dsdrive.data.types import PlanningSample
 from dsdrive.training.loss_terms import LossTermsTrainer
+from dsdrive.training.token_kd import pop_token_kd, token_kd_term
 
 LOSS_TERMS = ("waypoint_l1", "mode_ce", "reasoning_ce", "risk_l1", "meta_action_ce")
 
 
 class EncodedSamples(Dataset):
-    """PlanningSamples encoded once by a StudentProcessor (inputs + targets per item, numpy)."""
+    """PlanningSamples encoded once by a StudentProcessor (inputs + targets per item, numpy).
 
-    def __init__(self, samples: list[PlanningSample], processor):
-        self.items = [processor.encode_sample(s) for s in tqdm(samples, desc="encode", unit="sample", leave=False)]
+    Args:
+        samples: the samples; processor: the StudentProcessor.
+        teacher_logprobs: optional :class:`dsdrive.annotation.logprobs.LogprobCache`; samples it
+            holds learn the annotator's own tokens and carry its top-k (token-level KD).
+        cross_tokenizer: the cache's tokenizer differs from the processor's (ULD).
+    """
+
+    def __init__(self, samples: list[PlanningSample], processor, teacher_logprobs=None, cross_tokenizer: bool = False):
+        cache = teacher_logprobs
+        self.items = [processor.encode_sample(s, teacher_tokens=cache.get(s.sample_id) if cache is not None and s.sample_id in cache else None,
+                                              teacher_tokens_cross_tokenizer=cross_tokenizer)
+                      for s in tqdm(samples, desc="encode", unit="sample", leave=False)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -49,6 +63,7 @@ class DistillTrainer(LossTermsTrainer):
             ValueError: the batch carries no target (the model returned no loss).
         """
         teacher = pop_teacher_outputs(inputs)  # planning KD: cached teacher tensors never reach the student
+        token_teacher = pop_token_kd(inputs)  # token KD: the annotator's cached top-k, likewise
         outputs = model(**inputs)
         if outputs.loss is None:
             raise ValueError(f"DistillTrainer: batch without targets (keys {sorted(inputs)})")
@@ -62,6 +77,11 @@ class DistillTrainer(LossTermsTrainer):
             outputs.loss = outputs.loss + kd["total"]
             for k in KD_TERMS:
                 self._terms[mode][k].append(float(kd[k].detach()))
+        weight = float(getattr(self.args, "token_kd_weight", 0.0))
+        if token_teacher and weight > 0:  # token-level KD (dsdrive.training.token_kd)
+            tkd = token_kd_term(outputs, token_teacher, inputs.get("reasoning_mask"), self.args)
+            outputs.loss = outputs.loss + weight * tkd
+            self._terms[mode]["token_kd"].append(float(tkd.detach()))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -15,11 +15,14 @@ ANNOTATORS = {
     "rule": ("dsdrive.annotation.annotators.rule", "RuleAnnotator"),
     "qwen-vl": ("dsdrive.annotation.annotators.qwen_vl", "QwenVLAnnotator"),
     "openai": ("dsdrive.annotation.annotators.openai_api", "OpenAIAnnotator"),
+    "pdm-closed": ("dsdrive.annotation.annotators.pdm_closed", "PDMClosedAnnotator"),  # the PDM-Closed planner's plan
+    "hf-llm": ("dsdrive.annotation.annotators.hf_llm", "HFLLMAnnotator"),
 }
 """Annotator name -> (module, class)."""
 OPTION_KEYS = (
     "model", "prompt", "batch_size", "concurrency", "base_url", "max_pixels", "min_pixels", "load_in_4bit",
     "load_in_8bit", "hindsight", "max_new_tokens", "max_tokens", "max_retries", "timeout",
+    "logprobs", "tokenizer", "logprobs_token_ids", "temperature",
 )
 """``dsdrive annotate`` options handed to an annotator's constructor when it takes them."""
 

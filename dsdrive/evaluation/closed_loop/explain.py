@@ -11,9 +11,11 @@ For planners without explanations (baselines, log replay) a short description is
 the waypoints: the meta-action they imply (:func:`dsdrive.annotation.meta_action.meta_action_from_trajectory`,
 GPT-Driver / Agent-Driver vocabulary) and the distance/speed over the 3 s horizon.
 
-**Reasoning-plan consistency**: when the planner states a meta-action, it is compared with the
-meta-action its own waypoints imply (same behaviour and speed class -> consistent); None when the
-planner states none.
+**Reasoning-plan consistency** (from the text alone): the meta-action the explanation *text* states
+(:func:`dsdrive.evaluation.metrics.reasoning_consistency.parse_stated_meta_action`: a ``Plan:`` line
+or a JSON ``meta_action``) is compared with the meta-action its own waypoints imply (same behaviour
+and speed class -> consistent); None when the text states none. A ``meta_action`` field given beside
+the text (e.g. a student's meta-action head) is shown in the report but never enters the metric.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from dsdrive.annotation.meta_action import meta_action_from_trajectory
 from dsdrive.data.types import STEP_SECONDS
+from dsdrive.evaluation.metrics.reasoning_consistency import parse_stated_meta_action
 
 
 def _to_dict(obj: Any) -> dict:
@@ -70,7 +73,8 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
         dict with ``source`` (planner | auto), ``text``, ``meta_action`` (stated or None),
         ``meta_action_source`` (where the planner says it stated it, e.g. its reasoning text or a
         meta-action head),
-        ``implied_meta_action``, ``consistent`` (bool or None), ``mode_scores``, ``top_risk``
+        ``stated_in_text`` (the meta-action the text states, or None), ``implied_meta_action``,
+        ``consistent`` (text-stated == implied; None when the text states none), ``mode_scores``, ``top_risk``
         (list of {agent_id, risk, rank, reason}).
     """
     implied = implied_meta_action(waypoints, speed)
@@ -84,6 +88,8 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
             r = _to_dict(r)
             top.append({k: r.get(k) for k in ("agent_id", "risk", "rank", "reason") if k in r})
         scores = d.get("mode_scores")
+        in_text = parse_stated_meta_action(text)
+        in_text = None if in_text is None else str(in_text)
         if isinstance(scores, np.ndarray):
             scores = scores.tolist()
         return {
@@ -91,8 +97,9 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
             "text": text,
             "meta_action": stated,
             "meta_action_source": d.get("meta_action_source") if stated is not None else None,
+            "stated_in_text": in_text,
             "implied_meta_action": implied,
-            "consistent": None if stated is None else stated == implied,
+            "consistent": None if in_text is None else in_text == implied,
             "mode_scores": scores,
             "top_risk": top,
         }
@@ -101,5 +108,6 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
     v_end = float(np.linalg.norm(wp[-1, :2] - wp[-2, :2]) / STEP_SECONDS)
     who = "Logged expert future" if log_replay else "No explanation from this planner; its waypoints imply"
     text = f"{who}: {implied} ({dist:.1f} m in 3 s, speed {speed:.1f} -> {v_end:.1f} m/s)."
-    return {"source": "auto", "text": text, "meta_action": None, "meta_action_source": None, "implied_meta_action": implied,
+    return {"source": "auto", "text": text, "meta_action": None, "meta_action_source": None, "stated_in_text": None,
+            "implied_meta_action": implied,
             "consistent": None, "mode_scores": None, "top_risk": []}

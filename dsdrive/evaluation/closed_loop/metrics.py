@@ -359,6 +359,7 @@ def scenario_metrics(sr) -> dict:
     failed = sr.status == "failed"
     lat = [p.latency_ms for p in sr.plans]
     stated = [p.explanation.get("consistent") for p in sr.plans if p.explanation.get("consistent") is not None]
+    texts = [p for p in sr.plans if p.explanation.get("source") == "planner"]
     base.update({
         "steps": n - 1,
         "route_completion": rc,
@@ -377,6 +378,7 @@ def scenario_metrics(sr) -> dict:
         "latency_ms_mean": float(np.mean(lat)) if lat else None,
         "plans": len(sr.plans),
         "consistency": float(np.mean(stated)) if stated else None,
+        "text_parse_rate": len(stated) / len(texts) if texts else None,
         "sim_steps_per_s": (n - 1) / sr.wall_s if sr.wall_s > 0 else None,
         "notes": notes,
         "events": sorted(events, key=lambda e: e["step"]),
@@ -406,6 +408,8 @@ def aggregate(per_scenario: list[dict], latencies_ms: list[float]) -> dict:
         out[k] = float(np.max(vals)) if vals else None
     cons = [m["consistency"] for m in ran if m.get("consistency") is not None]
     out["consistency"] = float(np.mean(cons)) if cons else None
+    rates = [m["text_parse_rate"] for m in ran if m.get("text_parse_rate") is not None]
+    out["text_parse_rate"] = float(np.mean(rates)) if rates else None
     if latencies_ms:
         lat = np.asarray(latencies_ms)
         out.update(latency_ms_mean=float(lat.mean()), latency_ms_p50=float(np.percentile(lat, 50)),

@@ -66,6 +66,30 @@ class IDMParams:
     delta: float = 4.0
 
 
+def idm_desired_gap(v: float, v_lead: float, params: IDMParams) -> float:
+    """IDM desired gap ``s* = s0 + max(0, v T + v (v - v_lead) / (2 sqrt(a_max b)))`` (m), for the
+    follower speed ``v`` and the leader speed ``v_lead`` along the path (m/s)."""
+    p = params
+    return p.s0 + max(0.0, v * p.headway + v * (v - v_lead) / (2.0 * np.sqrt(p.a_max * p.b)))
+
+
+def idm_acceleration(v: float, v0: float, gap: float, v_lead: float, params: IDMParams) -> float:
+    """The IDM law (Treiber et al. 2000; see the module docstring), the one definition shared by the
+    reactive traffic and the PDM-Closed planner (:mod:`dsdrive.planners.pdm_closed`).
+
+    Args:
+        v: follower speed (m/s). v0: desired speed (m/s; at least 1 m/s is used).
+        gap: bumper-to-bumper distance to the leader (m; ``inf`` for a free road, at least 0.1 m used).
+        v_lead: leader speed along the follower's path (m/s).
+
+    Returns:
+        ``a_max [1 - (v / v0)^delta - (s* / gap)^2]`` (m/s^2), never below ``-max_decel``.
+    """
+    p = params
+    acc = p.a_max * (1.0 - (v / max(v0, 1.0)) ** p.delta - (idm_desired_gap(v, v_lead, p) / max(gap, 0.1)) ** 2)
+    return max(acc, -p.max_decel)
+
+
 @dataclass
 class _Path:
     """One reactive vehicle's logged path: per log step, arc length (NaN where invalid)."""
@@ -171,12 +195,6 @@ class ReactiveTraffic:
                 best = (gap, v_along, name)
         return best
 
-    def _idm(self, v: float, v0: float, gap: float, v_lead: float) -> float:
-        p = self.params
-        s_star = p.s0 + max(0.0, v * p.headway + v * (v - v_lead) / (2.0 * np.sqrt(p.a_max * p.b)))
-        acc = p.a_max * (1.0 - (v / max(v0, 1.0)) ** p.delta - (s_star / max(gap, 0.1)) ** 2)
-        return max(acc, -p.max_decel)
-
     def after_step(self, env, step: int, ego_xy: np.ndarray, ego_vel: np.ndarray, ego_length: float, ego_width: float) -> None:
         """Advance every reactive vehicle present at log step ``step`` (the state MetaDrive just
         reached) and override the lagging ones in the simulator (see the module docstring).
@@ -219,9 +237,8 @@ class ReactiveTraffic:
             if lead is not None:
                 gap, v_lead, name = lead
                 gap_if_log = gap - (v_free - v_lead) * SIM_DT
-                s_star = p.s0 + max(0.0, v_free * p.headway + v_free * (v_free - v_lead) / (2.0 * np.sqrt(p.a_max * p.b)))
-                if gap_if_log < s_star or f.lagging:
-                    v_idm = max(f.v + self._idm(f.v, v0, gap, v_lead) * SIM_DT, 0.0)
+                if gap_if_log < idm_desired_gap(v_free, v_lead, p) or f.lagging:
+                    v_idm = max(f.v + idm_acceleration(f.v, v0, gap, v_lead, p) * SIM_DT, 0.0)
                     if v_idm < v_new:
                         v_new, reacting = v_idm, (name, gap)
             s_new = min(f.s + v_new * SIM_DT, s_target)

@@ -28,6 +28,19 @@ are exercised); the logged future at each 0.5 s is recorded as its "plan". ``log
 check: the logged future handed to the same controller as any planner; the rollout gives it the
 scenario's logged ego track (:meth:`~dsdrive.planners.log_future.LogWaypointsPlanner.set_log`)
 and asks it for the logged waypoints at each replanning step instead of building inputs.
+A planner that reads the world (``reads_world = True``, e.g. PDM-Closed,
+:class:`dsdrive.planners.pdm_closed.PDMClosedPlanner`) gets the scenario's route (the logged ego
+path, :class:`~dsdrive.data.world_state.Route`) and drivable area once
+(``set_world(route, drivable_area)``), then at each replanning step the inputs built as for any
+planner plus the ego pose: ``plan_in_world(inputs, ego_xy, ego_yaw, t_now) -> (waypoints,
+explanation)`` (simulator frame, log clock).
+
+Perception noise (``RolloutConfig.perception_noise``; :mod:`dsdrive.data.perception_noise`): the
+inputs the adapter builds are passed through the noise model before the planner sees them, drawn
+from ``(seed, scene_id, step)`` (the same draw for every planner at the same scene and step, a
+run reproducible). Only the planner's view changes: the simulator, the recorded agents and every
+metric keep the true state. Planners that read the log (``log_replay``, ``log_waypoints``) build no
+inputs, so no noise reaches them.
 
 The drivable area for DAC is built once per scenario from its map
 (:class:`dsdrive.evaluation.drivable_area.DrivableArea`); a scenario without a usable map still
@@ -48,6 +61,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dsdrive.data.perception_noise import PerceptionNoiseConfig, perceived
 from dsdrive.geometry import ego_to_global, global_to_ego, wrap_angle
 from dsdrive.planners.base import Planner
 from dsdrive.evaluation.closed_loop.adapter import AgentState, EgoState, MapCache, ScenarioLog, agent_type_of, build_planning_inputs
@@ -76,12 +90,15 @@ class RolloutConfig:
         replan_steps: simulator steps between planner calls (5 = 2 Hz).
         explain: ask planners that explain themselves for their explanation at every call
             (for the report); False drives with ``compute_trajectory`` only.
+        perception_noise: the perception noise model applied to the planner's inputs (None or
+            an identity config: ground-truth perception); see the module docstring.
     """
 
     traffic: str = "replay"
     max_steps: int | None = None
     replan_steps: int = 5
     explain: bool = True
+    perception_noise: PerceptionNoiseConfig | None = None
 
 
 @dataclass
@@ -210,13 +227,19 @@ def _validate_waypoints(wp: Any) -> np.ndarray:
     return arr[:, :3]
 
 
-def _call_planner(planner: Planner, inputs, explain: bool = True, log_pose: tuple | None = None) -> tuple[np.ndarray, Any, float]:
+def _call_planner(planner: Planner, inputs, explain: bool = True, log_pose: tuple | None = None,
+                  world_pose: tuple | None = None) -> tuple[np.ndarray, Any, float]:
     """Plan once: ``(waypoints (6, 3) validated, explanation or None, latency ms)``. A planner that
-    reads the log (``reads_log``) is asked ``plan_from_log(*log_pose)`` = (step, ego xy, ego yaw)."""
+    reads the log (``reads_log``) is asked ``plan_from_log(*log_pose)`` = (step, ego xy, ego yaw);
+    one that reads the world (``reads_world``) ``plan_in_world(inputs, *world_pose)`` = (ego xy,
+    ego yaw, t_now)."""
     t0 = time.perf_counter()
     explanation = None
     if log_pose is not None:
         wp = planner.plan_from_log(*log_pose)
+    elif world_pose is not None:
+        wp, explanation = planner.plan_in_world(inputs, *world_pose)
+        explanation = explanation if explain else None
     elif explain and hasattr(planner, "plan_and_explain"):
         wp, explanation = planner.plan_and_explain(inputs)
     else:
@@ -238,8 +261,16 @@ def _logged_future(sr: ScenarioRollout, step: int) -> np.ndarray:
     return np.concatenate([xy, np.asarray(yaw)[:, None]], axis=1)
 
 
-def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner | None, config: RolloutConfig) -> ScenarioRollout:
-    """Run one scenario (see the module docstring). Never raises for planner failures."""
+def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner | None, config: RolloutConfig,
+                     hooks: Any = None) -> ScenarioRollout:
+    """Run one scenario (see the module docstring). Never raises for planner failures.
+
+    ``hooks`` (optional; on-policy data collection, :mod:`dsdrive.training.dagger`): an object with
+    ``on_inputs(scene_id, step, inputs, ego, log)``, called with the :class:`PlanningInputs` handed to
+    the planner at every replanning step (ego frame of now; ``ego`` the :class:`EgoState`, simulator
+    frame; ``log`` the :class:`ScenarioLog`), and ``perturb(scene_id, step, action) -> action``,
+    which may change the ``[steering, throttle_brake]`` sent to the simulator (DART-style noise).
+    Either method may be absent. Metrics record the action actually executed."""
     name = "log_replay" if planner is None else getattr(planner, "name", type(planner).__name__)
     sr = ScenarioRollout(scene_id=scene_id, file=file, planner=name)
     t_start = time.perf_counter()
@@ -263,6 +294,9 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
     reads_log = planner is not None and getattr(planner, "reads_log", False)
     if reads_log:
         planner.set_log(sr.log_xy, sr.log_yaw, sr.log_valid)
+    reads_world = planner is not None and not reads_log and getattr(planner, "reads_world", False)
+    if reads_world:
+        planner.set_world(log.route, sr.drivable_area)
     traffic = ReactiveTraffic.from_scenario(scenario) if config.traffic == "reactive" else None
     horizon = max(int(scenario["length"]) - 1 - TAIL_TRIM_STEPS, 1)
     if config.max_steps is not None:
@@ -287,9 +321,13 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
                     inputs, cmd, log_pose = None, "-", (step, ego.xy, ego.yaw)
                 else:
                     inputs = build_planning_inputs(f"{scene_id}_cl{step}", scene_id, trace, agents[-1], sr.map, log)
+                    inputs = perceived(inputs, config.perception_noise, scene_id, step)  # the true agents stay in sr.agents
                     cmd, log_pose = inputs.command, None
+                    if hooks is not None and hasattr(hooks, "on_inputs"):
+                        hooks.on_inputs(scene_id, step, inputs, ego, log)
                 try:
-                    wp, expl, lat = _call_planner(planner, inputs, config.explain, log_pose)
+                    wp, expl, lat = _call_planner(planner, inputs, config.explain, log_pose,
+                                                  (ego.xy, ego.yaw, t_now) if reads_world else None)
                 except Exception as e:  # noqa: BLE001 - a planner failure ends this scenario only
                     sr.status, sr.failure_step = "failed", step
                     sr.failure = f"planner {name} failed at step {step} (t={t_now:.1f} s): {type(e).__name__}: {e}"
@@ -304,6 +342,8 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
             action = np.zeros(2)
         else:
             action = controller.act(ego.xy, ego.yaw, float(np.hypot(*ego.velocity)), t_now)
+            if hooks is not None and hasattr(hooks, "perturb"):
+                action = np.asarray(hooks.perturb(scene_id, step, action), np.float64)
         try:
             _, _, _, _, info = env.step(action)
         except Exception as e:  # noqa: BLE001 - a simulator error ends this scenario only
@@ -339,8 +379,10 @@ def rollout_scenario(env, seed: int, scene_id: str, file: str, planner: Planner 
     return sr
 
 
-def run_closed_loop(workdir: WorkingCopy, planner: Planner | None, config: RolloutConfig | None = None, progress: bool = True) -> list[ScenarioRollout]:
-    """Roll out ``planner`` (None: log replay) on every scenario of the working copy.
+def run_closed_loop(workdir: WorkingCopy, planner: Planner | None, config: RolloutConfig | None = None, progress: bool = True,
+                    hooks: Any = None) -> list[ScenarioRollout]:
+    """Roll out ``planner`` (None: log replay) on every scenario of the working copy (``hooks``:
+    see :func:`rollout_scenario`).
 
     Returns:
         One :class:`ScenarioRollout` per indexed file, plus a ``rejected`` one per file the
@@ -355,7 +397,7 @@ def run_closed_loop(workdir: WorkingCopy, planner: Planner | None, config: Rollo
     try:
         pairs = list(zip(workdir.files, workdir.scene_ids))
         for seed, (file, scene_id) in enumerate(tqdm(pairs, desc=f"closed loop [{name}]", unit="scene", disable=not progress)):
-            sr = rollout_scenario(env, seed, scene_id, file, planner, config)
+            sr = rollout_scenario(env, seed, scene_id, file, planner, config, hooks)
             out.append(sr)
             if sr.status == "rejected":  # the engine may be half-reset: start a fresh one
                 env.close()
