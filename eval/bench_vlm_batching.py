@@ -23,7 +23,7 @@ Prints the configuration (model shape, pixel budget and vision tokens per image,
 new tokens, threads, device, load), then per variant and batch size: samples/s, the ratio to batch
 1 and the padding fraction of the batches (pad tokens / all tokens).
 
-Without ``--model`` the tiny Qwen2.5-VL of ``tests/helpers_vlm.py`` is built in a temporary folder
+Without ``--model`` the tiny Qwen2.5-VL of :mod:`dsdrive.student.tiny_vl` is built in a temporary folder
 (text: hidden 64, 2 layers; vision: hidden 32, 2 blocks; a 400-token BPE, so prompts are long).
 """
 
@@ -39,10 +39,17 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the tiny model and real-data samples of the VLM tests
+from data_builders.drivelm import DRIVELM_SAMPLE as DRIVELM
+from data_builders.drivelm import keyframe_planning_sample as drivelm_keyframe_sample
+from data_builders.nuscenes_sample import NUSCENES_INFO, nuscenes_sample_0061
+from dsdrive.student.tiny_vl import build_tiny_qwen_vl as _build_tiny_vl
 
-from helpers_vlm import DRIVELM, NUSCENES_INFO, build_tiny_qwen_vl, drivelm_keyframe_sample, nuscenes_sample_0061  # noqa: E402
+
+def build_tiny_qwen_vl(out_dir: str | Path, min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 16) -> Path:
+    """Build and save the tiny random Qwen2.5-VL (:mod:`dsdrive.student.tiny_vl`) into ``out_dir``; returns it."""
+    _build_tiny_vl(out_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+    return Path(out_dir)
+
 
 from dsdrive.annotation.annotators.qwen_vl import VARLEN_ATTENTION, QwenVLAnnotator  # noqa: E402
 
