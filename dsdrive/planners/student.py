@@ -22,7 +22,7 @@ import torch
 
 from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, MetaAction
 from dsdrive.data.types import PlanningInputs
-from dsdrive.evaluation.metrics.reasoning_consistency import parse_stated_meta_action
+from dsdrive.annotation.meta_action_text import parse_stated_meta_action
 from dsdrive.planners.base import Planner
 from dsdrive.student import StudentModel, StudentProcessor
 from dsdrive.student.bev import BevGrid, rasterize_risk

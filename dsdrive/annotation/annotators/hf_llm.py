@@ -15,7 +15,7 @@ with the student's tokenizer) reads the scene text of ``prompts/teacher/gpt_driv
     Why: ...
 
 The meta-action is parsed from the ``Plan:`` line only
-(:func:`dsdrive.evaluation.metrics.reasoning_consistency.parse_stated_meta_action`); key objects
+(:func:`dsdrive.annotation.meta_action_text.parse_stated_meta_action`); key objects
 written as ``category at (x, y), reason`` are matched to the listed agent within
 :data:`MATCH_RADIUS_M` of that point (ego frame, metres). An answer without the four lines or with an
 unreadable plan is an :class:`AnnotationFailure` holding the raw text (no re-ask: a re-asked
@@ -50,7 +50,7 @@ from dsdrive.annotation.logprobs import LogprobRecorder, LogprobsHeader, TokenLo
 from dsdrive.annotation.schema import Annotation, AnnotationFailure, KeyObject
 from dsdrive.data.paths import PROMPTS_DIR
 from dsdrive.data.types import PlanningSample
-from dsdrive.evaluation.metrics.reasoning_consistency import parse_stated_meta_action
+from dsdrive.annotation.meta_action_text import parse_stated_meta_action
 
 MATCH_RADIUS_M = 2.5
 """A key object written at (x, y) is the listed agent nearest to it within this distance (m)."""

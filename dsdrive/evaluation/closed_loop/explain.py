@@ -12,7 +12,7 @@ the waypoints: the meta-action they imply (:func:`dsdrive.annotation.meta_action
 GPT-Driver / Agent-Driver vocabulary) and the distance/speed over the 3 s horizon.
 
 **Reasoning-plan consistency** (from the text alone): the meta-action the explanation *text* states
-(:func:`dsdrive.evaluation.metrics.reasoning_consistency.parse_stated_meta_action`: a ``Plan:`` line
+(:func:`dsdrive.annotation.meta_action_text.parse_stated_meta_action`: a ``Plan:`` line
 or a JSON ``meta_action``) is compared with the meta-action its own waypoints imply (same behaviour
 and speed class -> consistent); None when the text states none. A ``meta_action`` field given beside
 the text (e.g. a student's meta-action head) is shown in the report but never enters the metric.
@@ -27,7 +27,7 @@ import numpy as np
 
 from dsdrive.annotation.meta_action import meta_action_from_trajectory
 from dsdrive.data.types import STEP_SECONDS
-from dsdrive.evaluation.metrics.reasoning_consistency import parse_stated_meta_action
+from dsdrive.annotation.meta_action_text import parse_stated_meta_action
 
 
 def _to_dict(obj: Any) -> dict:
