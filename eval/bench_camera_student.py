@@ -28,6 +28,8 @@ pixels, batch, sequence lengths, threads, device), then the whole report as JSON
     same pixel values, the same prompt in the chat layout of
     :class:`~dsdrive.student.text_trajectory_vla.TextTrajectoryProcessor`, greedy, KV cache, exactly as
     many new tokens as the formatted trajectory has: min_new_tokens = max_new_tokens); batch 1.
+    Timed interleaved with a third side, ``plan(risk_map=False)``: the same plan without the PV ->
+    BEV lift and the RiskHead, whose map a trajectory never reads (``StudentPlanner.compute_trajectories``).
 (b) training step: one camera distillation step (all heads and losses, vision tower trained) vs one
     plain SFT step of the same VLM on the same images and prompt (the baseline's loss,
     :func:`~dsdrive.training.text_trajectory_trainer.trajectory_token_ce`; answer = the reasoning
@@ -63,7 +65,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_student import paired, ratio_stats  # noqa: E402
+from bench_student import interleaved, paired, ratio_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -148,13 +150,18 @@ def bench_latency(student, sproc, vla, samples, reps: int, n_new: int) -> dict:
         got = vla.generate(tb, max_new_tokens=n_new, min_new_tokens=n_new).shape[1]
         if got != n_new:
             raise RuntimeError(f"text decoding made {got} tokens, not {n_new}")
-        tp, tt = paired(lambda: student.plan(sb), lambda: vla.generate(tb, max_new_tokens=n_new, min_new_tokens=n_new), reps)
+        if not torch.equal(student.plan(sb).waypoints, student.plan(sb, risk_map=False).waypoints):
+            raise RuntimeError("plan(risk_map=False) changed the waypoints")
+        tp, tl, tt = interleaved([lambda: student.plan(sb), lambda: student.plan(sb, risk_map=False),
+                                  lambda: vla.generate(tb, max_new_tokens=n_new, min_new_tokens=n_new)], reps)
         merge = student.backbone.config.vision_config.spatial_merge_size
         vision = int(sb["image_grid_thw"].prod(-1).sum()) // merge**2
         plan_len = vision + 2 * int(sb["camera_mask"].sum()) + 1 + int(sb["prompt_mask"].sum()) + student.config.num_queries
-        rows.append((ratio_stats(tp, tt), plan_len, int(tb["input_ids"].shape[1]), vision))
+        rows.append((ratio_stats(tp, tt), plan_len, int(tb["input_ids"].shape[1]), vision, ratio_stats(tl, tt)))
     return {"plan_ms": statistics.median(r[0]["a_ms"] for r in rows), "text_decode_ms": statistics.median(r[0]["b_ms"] for r in rows),
             "ratio_text_over_plan": statistics.median(r[0]["ratio"] for r in rows), "samples": len(rows), "trajectory_tokens": n_new,
+            "plan_no_risk_ms": statistics.median(r[4]["a_ms"] for r in rows),
+            "ratio_text_over_plan_no_risk": statistics.median(r[4]["ratio"] for r in rows),
             "plan_sequence_median": statistics.median(r[1] for r in rows), "text_prompt_median": statistics.median(r[2] for r in rows),
             "vision_tokens_median": statistics.median(r[3] for r in rows)}
 
@@ -337,11 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         if "latency" in only:
             n_new = len(tok(format_trajectory(samples[0].targets.ego_future), add_special_tokens=False)["input_ids"])
             r = report["latency"] = bench_latency(student, sproc, vla, samples, a.reps, n_new)
+            cfg_txt = (f"[{a.shape}: {desc}; {cams}, {r['vision_tokens_median']:.0f} vision tokens; batch 1; "
+                       f"plan sequence {r['plan_sequence_median']:.0f} tokens (images + ego + prompt + 18 queries); text: prompt "
+                       f"{r['text_prompt_median']:.0f} tokens + {n_new} generated (the formatted trajectory), greedy, KV cache; "
+                       f"median of {r['samples']} samples x {a.reps} reps; {env}]")
             lines.append(f"camera plan() vs text decoding: text {r['ratio_text_over_plan']:.2f}x slower ({r['plan_ms']:.1f} vs "
-                         f"{r['text_decode_ms']:.1f} ms) [{a.shape}: {desc}; {cams}, {r['vision_tokens_median']:.0f} vision tokens; batch 1; "
-                         f"plan sequence {r['plan_sequence_median']:.0f} tokens (images + ego + prompt + 18 queries); text: prompt "
-                         f"{r['text_prompt_median']:.0f} tokens + {n_new} generated (the formatted trajectory), greedy, KV cache; "
-                         f"median of {r['samples']} samples x {a.reps} reps; {env}]")
+                         f"{r['text_decode_ms']:.1f} ms) " + cfg_txt)
+            lines.append(f"camera plan(risk_map=False) vs text decoding: text {r['ratio_text_over_plan_no_risk']:.2f}x slower "
+                         f"({r['plan_no_risk_ms']:.1f} vs {r['text_decode_ms']:.1f} ms; same waypoints, no PV -> BEV lift / RiskHead) " + cfg_txt)
         if "step" in only:
             r = report["train_step"] = bench_step(student, sproc, vla, samples[0], a.reps, a.batch_size, a.sft_answer)
             lines.append(f"camera distill step / plain SFT step: {r['ratio_distill_over_sft']:.2f}x ({r['distill_step_ms']:.0f} vs "

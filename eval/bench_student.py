@@ -6,6 +6,7 @@ Run as:
     python eval/bench_student.py --shape qwen2.5-0.5b --only memory        # QLoRA vs fp32 LoRA, recipe settings
     python eval/bench_student.py --data outputs/main/planning_annotated    # your annotated dataset
     python eval/bench_student.py --only latency --sequence-order reasoning_first   # + reasoning-first plan() cost
+    python eval/bench_student.py --shape qwen2.5-0.5b --only step --batch_size 1 --topk 20       # distill (+ token KD) vs SFT
 
 Data: ``--data`` (an annotated planning dataset: ``dsdrive build`` + ``dsdrive annotate`` +
 ``dsdrive merge``); when the folder does not exist the same three stages run first on the
@@ -26,13 +27,25 @@ shape, batch, sequence lengths, threads, device), then the whole report as JSON:
     same trajectory as text "[(x1,y1),...,(x6,y6)]" (GPT-Driver / EvoDriveVLA style) with
     ``backbone.generate`` (greedy, KV cache) after the same prompt, forcing exactly as many new
     tokens as the tokenised trajectory string has (min_new_tokens = max_new_tokens); batch 1.
-    With ``--sequence-order reasoning_first`` also: ``plan()`` of the same student (same weights)
+    Timed interleaved with a third side, ``plan(risk_map=False)``: the same forward without the
+    BEV splat and the RiskHead, whose map a trajectory never reads (what
+    ``StudentPlanner.compute_trajectories``, i.e. open-loop and closed-loop evaluation, runs);
+    the text side is unchanged (same prompt, same model, KV cache on). With
+    ``--sequence-order reasoning_first`` also: ``plan()`` of the same student (same weights)
     with the reasoning-first layout, which generates the reasoning before reading the queries,
     forced to as many tokens as the sample's annotator reasoning has (random weights emit no eos),
     vs the plan-first ``plan()``; batch 1.
 (b) training step: one distillation step (all heads + the five losses) vs one plain SFT step (LM
     loss on the reasoning text only, backbone only), same backbone, batch and AdamW (one optimizer
-    over all parameters, so its state is shared: an SFT step updates the backbone only).
+    over all parameters, so its state is shared: an SFT step updates the backbone only); and,
+    interleaved with both, the distillation step WITH token-level KD as ``DistillTrainer`` adds it
+    (:func:`dsdrive.training.token_kd.token_kd_term` with ``DistillConfig``'s defaults: sparse
+    top-k forward KL, T 1, renormalised over the top-k, weight 1) from a synthetic cached top-k of
+    the shape an annotator writes (``--topk`` candidates per reasoning token: the target token
+    first, then distinct random ids; log-probs sorted, summing to 0.9), so no teacher is loaded.
+    The SFT step is Hugging Face's causal-LM loss (as TRL's SFT): the LM head runs at every position,
+    prompt included (labels -100); the student runs it at its reasoning positions only, which at a
+    151,936-token vocabulary (0.5B shape) outweighs the student's heads.
 (c) peak memory of a training step: QLoRA (4-bit NF4 backbone + LoRA) vs fp32 LoRA, each in its own
     subprocess, with the recipe's settings (LoRA r 16 / alpha 32 on q, k, v, o, gate, up, down;
     gradient checkpointing on the backbone; AdamW): two steps, the peak of the second (optimizer
@@ -46,7 +59,8 @@ shape, batch, sequence lengths, threads, device), then the whole report as JSON:
 
 Each ratio's two sides are timed interleaved (A B A B ..., after one warm-up of each), so load
 drifting during the run hits both alike; the medians and the median of the per-pair ratios are
-reported.
+reported. ``--clock cpu`` times the process's CPU seconds instead of the wall (for a check on a
+loaded machine; README quotes wall seconds).
 """
 
 from __future__ import annotations
@@ -88,17 +102,36 @@ SHAPES = {
 """Backbone shape + student head settings per ``--shape`` (vocab 0: the BPE's own size)."""
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``--clock``: wall seconds (the default, what README quotes), or this process's CPU seconds (all its
+threads), which a loaded machine inflates far less than the wall (it still slows memory-bound work)."""
+clock = CLOCKS["wall"]
+
+
 def paired(fa, fb, reps: int) -> tuple[list[float], list[float]]:
-    """Wall seconds of ``fa`` and ``fb`` run alternately ``reps`` times each, after one warm-up of each."""
+    """Seconds (:data:`clock`: wall unless ``--clock cpu``) of ``fa`` and ``fb`` run alternately ``reps`` times each, after one warm-up of each."""
     fa()
     fb()
     ta, tb = [], []
     for _ in range(reps):
         for fn, ts in ((fa, ta), (fb, tb)):
-            t = time.perf_counter()
+            t = clock()
             fn()
-            ts.append(time.perf_counter() - t)
+            ts.append(clock() - t)
     return ta, tb
+
+
+def interleaved(fns, reps: int) -> list[list[float]]:
+    """Seconds (:data:`clock`) of each of ``fns`` run in turn (A B C A B C ...) ``reps`` times, after one warm-up of each."""
+    for fn in fns:
+        fn()
+    ts = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, t_list in zip(fns, ts):
+            t = clock()
+            fn()
+            t_list.append(clock() - t)
+    return ts
 
 
 def ratio_stats(ta: list[float], tb: list[float]) -> dict:
@@ -165,11 +198,16 @@ def bench_latency(model, proc, samples, reps: int) -> dict:
                                                max_new_tokens=n_new, pad_token_id=proc.tokenizer.pad_token_id, use_cache=True)
 
         assert gen().shape[1] - ids.shape[1] == n_new
-        tp, tt = paired(lambda: model.plan(batch), gen, reps)
+        full, lean = model.plan(batch), model.plan(batch, risk_map=False)
+        if not torch.equal(full.waypoints, lean.waypoints):
+            raise AssertionError("plan(risk_map=False) changed the waypoints")
+        tp, tl, tt = interleaved([lambda: model.plan(batch), lambda: model.plan(batch, risk_map=False), gen], reps)
         plan_len = int(batch["agents_mask"].sum() + batch["map_mask"].sum()) + 1 + int(mask.sum()) + model.config.num_queries
-        rows.append((ratio_stats(tp, tt), n_new, int(mask.sum()), plan_len))
+        rows.append((ratio_stats(tp, tt), n_new, int(mask.sum()), plan_len, ratio_stats(tl, tt)))
     return {"plan_ms": statistics.median(r[0]["a_ms"] for r in rows), "text_decode_ms": statistics.median(r[0]["b_ms"] for r in rows),
             "ratio_text_over_plan": statistics.median(r[0]["ratio"] for r in rows), "samples": len(rows),
+            "plan_no_risk_ms": statistics.median(r[4]["a_ms"] for r in rows),
+            "ratio_text_over_plan_no_risk": statistics.median(r[4]["ratio"] for r in rows),
             "trajectory_tokens_median": statistics.median(r[1] for r in rows), "prompt_tokens_median": statistics.median(r[2] for r in rows),
             "plan_sequence_median": statistics.median(r[3] for r in rows)}
 
@@ -197,10 +235,50 @@ def bench_reasoning_first(model, proc, samples, reps: int) -> dict:
             "reasoning_tokens_median": statistics.median(r[1] for r in rows)}
 
 
-def bench_step(model, proc, samples, reps: int, batch_size: int) -> dict:
+def synthetic_topk(reasoning_ids: torch.Tensor, reasoning_mask: torch.Tensor, vocab: int, k: int, seed: int = 0) -> dict:
+    """A cached annotator top-k of the shape :class:`dsdrive.student.processing_student.StudentProcessor`
+    batches (``TOKEN_KD_KEYS``): teacher_topk_ids (B, R, k) long (the reasoning token first, then
+    k - 1 distinct other ids), teacher_topk_logprobs (B, R, k) float32 sorted descending with
+    probabilities summing to 0.9 (a tail outside the top-k), teacher_token_mask (B, R) bool.
+
+    Raises:
+        ValueError: ``k`` < 1 or larger than ``vocab``.
+    """
+    if not 1 <= k <= vocab:
+        raise ValueError(f"--topk {k}: must lie in [1, vocabulary size {vocab}]")
+    g = torch.Generator().manual_seed(seed)
+    b, r = reasoning_ids.shape
+    offsets = torch.randint(1, vocab - k + 2, (b, r, 1), generator=g) + torch.arange(k - 1)  # in [1, vocab - 1]: k - 1 consecutive ids
+    others = (reasoning_ids[..., None] + offsets) % vocab  # never the target itself (offsets < vocab)
+    ids = torch.cat([reasoning_ids[..., None], others], -1) if k > 1 else reasoning_ids[..., None]
+    logits = torch.randn(b, r, k, generator=g).sort(-1, descending=True).values * 2.0
+    logprobs = torch.log_softmax(logits, -1) + torch.log(torch.tensor(0.9))
+    return {"teacher_topk_ids": ids.long(), "teacher_topk_logprobs": logprobs.float(), "teacher_token_mask": reasoning_mask.bool().clone()}
+
+
+def token_kd_args():
+    """``DistillConfig``'s default ``token_kd_*`` settings with the term switched on (weight 1), as
+    read by :func:`dsdrive.training.token_kd.token_kd_term` (a namespace: a real ``DistillConfig``
+    with a weight > 0 insists on a cache folder, which the synthetic cache has none of)."""
+    from types import SimpleNamespace
+
+    from dsdrive.training.distill_config import DistillConfig
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = DistillConfig(output_dir=d, report_to=[], use_cpu=True)
+    kd = {k: getattr(cfg, k) for k in vars(cfg) if k.startswith("token_kd_")}
+    return SimpleNamespace(**{**kd, "token_kd_weight": 1.0})
+
+
+def bench_step(model, proc, samples, reps: int, batch_size: int, topk: int = 20) -> dict:
+    from dsdrive.training.token_kd import token_kd_term
+
     model.train()
     batch = proc(samples[:batch_size])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    vocab = model.backbone.get_output_embeddings().weight.shape[0]
+    teacher = synthetic_topk(batch["reasoning_ids"], batch["reasoning_mask"], vocab, topk)
+    kd_args = token_kd_args()
 
     def distill_step():
         opt.zero_grad(set_to_none=True)
@@ -217,10 +295,19 @@ def bench_step(model, proc, samples, reps: int, batch_size: int) -> dict:
         bb(input_ids=ids, attention_mask=att, labels=labels).loss.backward()
         opt.step()
 
-    td, ts = paired(sft_step, distill_step, reps)
-    st = ratio_stats(td, ts)
+    def distill_token_kd_step():  # DistillTrainer.compute_loss with token_kd_weight > 0
+        opt.zero_grad(set_to_none=True)
+        out = model(**batch)
+        (out.loss + kd_args.token_kd_weight * token_kd_term(out, teacher, batch["reasoning_mask"], kd_args)).backward()
+        opt.step()
+
+    td, ts, tk = interleaved([sft_step, distill_step, distill_token_kd_step], reps)
+    st, sk = ratio_stats(td, ts), ratio_stats(td, tk)
     scene = int(batch["agents_mask"].sum(1).max() + batch["map_mask"].sum(1).max()) + 1
     return {"distill_step_ms": st["b_ms"], "sft_step_ms": st["a_ms"], "ratio_distill_over_sft": st["ratio"], "batch_size": batch_size,
+            "distill_token_kd_step_ms": sk["b_ms"], "ratio_distill_token_kd_over_sft": sk["ratio"],
+            "token_kd": {"top_k": topk, "divergence": kd_args.token_kd_divergence, "temperature": kd_args.token_kd_temperature,
+                         "tail": kd_args.token_kd_tail, "weight": kd_args.token_kd_weight, "vocab": vocab},
             "sft_seq_len": ids.shape[1], "distill_seq_len": scene + ids.shape[1] + model.config.num_queries,
             "reasoning_tokens": batch["reasoning_ids"].shape[1]}
 
@@ -349,15 +436,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions of each side (interleaved)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                   help="latency/step timing: wall seconds, or the process's CPU seconds (less sensitive to machine load)")
+    p.add_argument("--topk", type=int, default=20, help="step: cached top-k width of the token-KD step (OpenAI / vLLM allow up to 20)")
     p.add_argument("--no_grad_ckpt", action="store_true", help="memory: no gradient checkpointing (the recipe has it on)")
     p.add_argument("--sequence-order", default="plan_first", choices=["plan_first", "reasoning_first"],
                    help="latency: reasoning_first also times a reasoning-first plan() (generation, then queries) vs plan_first")
     a = p.parse_args(argv)
+    global clock
+    clock = CLOCKS[a.clock]
     torch.set_num_threads(a.threads)
     shape = shape_of(a)
     only = set(a.only.split(","))
     env = (f"{a.threads} thread(s), cpu, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-           f"load average {os.getloadavg()[0]:.2f} at start")
+           f"load average {os.getloadavg()[0]:.2f} at start" + ("; CPU seconds, not wall" if a.clock == "cpu" else ""))
     with tempfile.TemporaryDirectory() as tmp:
         data, data_desc = prepare_data(a.data, tmp)
         samples = [s for s in load_samples(data) if s.annotation][: max(a.samples, a.batch_size)]
@@ -370,21 +462,30 @@ def main(argv: list[str] | None = None) -> int:
             report["student_params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
             if "latency" in only:
                 r = report["latency"] = bench_latency(model, proc, samples[: a.samples], a.reps)
+                cfg_txt = (f"[{report['backbone']}; batch 1; plan sequence {r['plan_sequence_median']:.0f} tokens (scene + prompt "
+                           f"{r['prompt_tokens_median']:.0f} + 18 queries); text: prompt {r['prompt_tokens_median']:.0f} + "
+                           f"{r['trajectory_tokens_median']:.0f} generated tokens, KV cache; median of {r['samples']} samples x {a.reps} reps; {env}]")
                 lines.append(f"plan() vs text decoding: text {r['ratio_text_over_plan']:.2f}x slower ({r['plan_ms']:.1f} vs {r['text_decode_ms']:.1f} ms) "
-                             f"[{report['backbone']}; batch 1; plan sequence {r['plan_sequence_median']:.0f} tokens (scene + prompt "
-                             f"{r['prompt_tokens_median']:.0f} + 18 queries); text: prompt {r['prompt_tokens_median']:.0f} + "
-                             f"{r['trajectory_tokens_median']:.0f} generated tokens; median of {r['samples']} samples x {a.reps} reps; {env}]")
+                             + cfg_txt)
+                lean_line = (f"plan(risk_map=False) vs text decoding: text {r['ratio_text_over_plan_no_risk']:.2f}x slower "
+                             f"({r['plan_no_risk_ms']:.1f} vs {r['text_decode_ms']:.1f} ms; same waypoints, no BEV / RiskHead) " + cfg_txt)
                 if a.sequence_order == "reasoning_first":
                     r = report["latency_reasoning_first"] = bench_reasoning_first(model, proc, samples[: a.samples], a.reps)
                     lines.append(f"reasoning-first plan() vs plan-first plan(): {r['ratio_reasoning_first_over_plan_first']:.1f}x slower "
                                  f"({r['reasoning_first_ms']:.1f} vs {r['plan_first_ms']:.1f} ms) [{report['backbone']}; batch 1; "
                                  f"{r['reasoning_tokens_median']:.0f} reasoning tokens generated (the annotator's length) before the 18 "
                                  f"queries; median of {r['samples']} samples x {a.reps} reps; {env}]")
+                lines.append(lean_line)  # after the reasoning-first line (its position is tested elsewhere)
             if "step" in only:
-                r = report["train_step"] = bench_step(model, proc, samples, a.reps, a.batch_size)
+                r = report["train_step"] = bench_step(model, proc, samples, a.reps, a.batch_size, a.topk)
+                cfg_txt = (f"[{report['backbone']}; batch {a.batch_size}; distill sequence {r['distill_seq_len']} tokens, SFT sequence "
+                           f"{r['sft_seq_len']} ({r['reasoning_tokens']} reasoning); full fine-tuning fp32, AdamW; {a.reps} reps; {env}]")
+                kd = r["token_kd"]
                 lines.append(f"distill step / SFT step: {r['ratio_distill_over_sft']:.2f}x ({r['distill_step_ms']:.0f} vs {r['sft_step_ms']:.0f} ms) "
-                             f"[{report['backbone']}; batch {a.batch_size}; distill sequence {r['distill_seq_len']} tokens, SFT sequence "
-                             f"{r['sft_seq_len']} ({r['reasoning_tokens']} reasoning); full fine-tuning fp32, AdamW; {a.reps} reps; {env}]")
+                             + cfg_txt)
+                lines.append(f"distill step with token KD / SFT step: {r['ratio_distill_token_kd_over_sft']:.2f}x ({r['distill_token_kd_step_ms']:.0f} "
+                             f"vs {r['sft_step_ms']:.0f} ms; top-{kd['top_k']} of a vocabulary of {kd['vocab']}, {kd['divergence']}, T {kd['temperature']:g}, "
+                             f"tail {kd['tail']}, synthetic cache) " + cfg_txt)
             del model
         if "memory" in only:
             r = report["memory"] = bench_memory(data, shape, a.batch_size, a.threads, not a.no_grad_ckpt)

@@ -24,7 +24,10 @@ start=$(date +%s)
 
 echo "== 1/5 build planning samples (ScenarioNet -> ego-frame keyframes at 2 Hz)"
 if python -c "from dsdrive.data.paths import default_scenarios_dir; default_scenarios_dir()" 2>/dev/null; then
-  dsdrive build --source scenarionet ${DSDRIVE_SCENARIOS:+--input "$DSDRIVE_SCENARIOS"} --out "$OUT/planning" --no-progress
+  # every logged vehicle as ego (LAV) + left-right mirroring: ~10x the samples, RIGHT commands present;
+  # evaluation still scores only the recorded ego, un-mirrored (README, "More samples from the same logs")
+  dsdrive build --source scenarionet ${DSDRIVE_SCENARIOS:+--input "$DSDRIVE_SCENARIOS"} --out "$OUT/planning" --no-progress \
+    --agents-as-ego --mirror
   VAL=$(python -c "from dsdrive.data.splits import DEFAULT_VAL_SCENES; print(','.join(DEFAULT_VAL_SCENES))")
 else
   # No real scenes here: say how to get them, then drive on MetaDrive's procedural scenarios.

@@ -26,8 +26,9 @@ def test_bench_camera_student_latency_and_step(capsys):
     argv = ["--only", "latency,step", "--samples", "1", "--reps", "1", "--cameras", "CAM_FRONT,CAM_BACK"]
     assert bench_camera_student.main(argv) == 0
     out = capsys.readouterr().out
-    plan, step = out.splitlines()[:2]
+    plan, lean, step = out.splitlines()[:3]
     assert plan.startswith("camera plan() vs text decoding: text ") and "text 64 x 2 layers" in plan
+    assert lean.startswith("camera plan(risk_map=False) vs text decoding: text ") and "100 vision tokens" in lean
     for part in ("2 cameras at 12544-50176 pixels each", "100 vision tokens", "batch 1", "generated (the formatted trajectory)",
                  "greedy, KV cache", "1 thread(s), cpu"):
         assert part in plan, part
@@ -35,6 +36,7 @@ def test_bench_camera_student_latency_and_step(capsys):
     rep = _report(out)
     lat = rep["latency"]
     assert lat["ratio_text_over_plan"] > 0 and lat["samples"] == 1 and lat["vision_tokens_median"] == 100
+    assert lat["ratio_text_over_plan_no_risk"] > 0 and lat["plan_no_risk_ms"] > 0
     assert lat["trajectory_tokens"] > 60  # digits one token each, as Qwen's tokenizer: ~13 per waypoint
     assert rep["train_step"]["sft_answer_tokens"] > rep["train_step"]["reasoning_tokens"]  # reasoning + trajectory + eos
 

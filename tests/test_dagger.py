@@ -1,7 +1,8 @@
 """On-policy distillation (``dsdrive dagger``, :mod:`dsdrive.training.dagger`): the DART perturbation,
-the settings, and the loop on two real scenes with tiny settings (one trained on, one held out):
-every artefact of two iterations, the aggregated data (logged + on-policy states labelled by
-PDM-Closed, never from the log), and a resume after a kill in the middle of training that ends
+the settings, DAgger's expert mixing (beta), and the loop on two real scenes with tiny settings (one
+trained on, one held out): every artefact of two iterations, the aggregated data (logged + on-policy
+states labelled by PDM-Closed, never from the log), the label settings (defaults relabel exactly,
+cautious ones label slower plans) and the expert driving every step with beta0 = 1, and a resume after a kill in the middle of training that ends
 with the same result (these share one ~1 min fixture, so they are ``slow``: ``pytest -m slow
 tests/test_dagger.py``), and three iterations with full-length rollouts (``slow``)."""
 
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from dsdrive.cli import SUBCOMMANDS
-from dsdrive.training.dagger import ON_POLICY, DartPerturbation, main
+from dsdrive.planners.pdm_closed import PDM_IDM
+from dsdrive.training.dagger import ON_POLICY, DartPerturbation, ExpertMixture, expert_planner, label_states, main
 from dsdrive.training.dagger_config import DaggerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,10 +49,56 @@ def test_dart_perturbation_is_seeded_bounded_and_windowed():
     assert all(none("s", k, np.array([0.2, 0.0]))[0] == 0.2 for k in range(50)) and not none.windows
 
 
-@pytest.mark.parametrize("field,value", [("fold", 4), ("folds", 1), ("perturb_prob", 1.5), ("traffic", "wild"), ("rollout_max_steps", 0)])
+@pytest.mark.parametrize("field,value", [("fold", 4), ("folds", 1), ("perturb_prob", 1.5), ("traffic", "wild"), ("rollout_max_steps", 0),
+                                         ("beta0", 1.5), ("beta_decay", -0.1), ("label_speed", "map"), ("label_speed_margin", -0.1),
+                                         ("label_idm_headway", 0.0), ("label_idm_s0", -1.0)])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         DaggerConfig(**{field: value})
+
+
+def test_beta_schedule_and_label_settings_default_to_the_previous_loop():
+    off = DaggerConfig()
+    assert [off.beta(i) for i in range(4)] == [0.0, 0.0, 0.0, 0.0]  # beta = 0: the student always drives
+    on = DaggerConfig(beta0=0.5, beta_decay=0.5)
+    assert [on.beta(i) for i in range(4)] == [0.0, 0.5, 0.25, 0.125]  # beta_i = beta0 * decay^(i-1), i >= 1
+    default = expert_planner(off)
+    assert default.idm == PDM_IDM and default.log_speed_margin is None  # the labels of PDM-Closed as before
+    cautious = expert_planner(DaggerConfig(label_speed="log", label_speed_margin=0.2, label_idm_headway=2.0, label_idm_s0=2.5))
+    assert (cautious.idm.headway, cautious.idm.s0, cautious.idm.a_max, cautious.log_speed_margin) == (2.0, 2.5, PDM_IDM.a_max, 0.2)
+
+
+class _Fixed:
+    """A planner returning constant waypoints (tells which policy drove a step)."""
+
+    def __init__(self, x: float):
+        self.wp, self.worlds = np.tile([[x, 0.0, 0.0]], (6, 1)).astype(np.float32), []
+
+    def compute_trajectory(self, inputs):
+        return self.wp
+
+    def plan_in_world(self, inputs, ego_xy, ego_yaw, t_now):
+        return self.wp, {"text": "expert"}
+
+    def set_world(self, route, area=None):
+        self.worlds.append(route)
+
+
+def test_expert_mixture_is_seeded_and_follows_beta():
+    def drive(beta, seed=0, n=400):
+        mix = ExpertMixture(_Fixed(1.0), _Fixed(2.0), beta, seed=seed, iteration=1)
+        mix.set_world("route", None)
+        out = [float(mix.plan_in_world(None, np.zeros(2), 0.0, 0.1 * k)[0][0, 0]) for k in range(n)]
+        return mix, out
+
+    mix, a = drive(0.5)
+    assert mix.expert.worlds == ["route"]  # the world goes to the expert
+    assert [x == 2.0 for x in a] == mix.decisions and 0.4 < np.mean(mix.decisions) < 0.6
+    assert drive(0.5)[1] == a and drive(0.5, seed=1)[1] != a  # seeded
+    assert set(drive(0.0)[1]) == {1.0} and set(drive(1.0)[1]) == {2.0}
+    assert mix.compute_trajectory(None)[0, 0] == 1.0  # no world: the student
+    with pytest.raises(ValueError, match="beta"):
+        ExpertMixture(_Fixed(1.0), _Fixed(2.0), 1.5, seed=0, iteration=1)
 
 
 def test_stage_is_registered():
@@ -163,3 +211,37 @@ def test_three_iterations_on_one_real_training_scene(tmp_path, tiny_loop):
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     assert all(r["samples_added"] > 20 for r in rows[1:]) and rows[3]["on_policy_total"] == sum(r["samples_added"] for r in rows)
+
+
+@pytest.mark.slow
+@needs_data
+def test_label_settings_relabel_and_the_expert_drives_with_beta_one(tmp_path, tiny_loop):
+    """Default label settings reproduce the loop's labels exactly; the cautious ones (the logged
+    speed band, 2 s / 2 m IDM) label slower plans; with beta0 = 1 PDM-Closed drives every step of
+    iteration 1's rollouts (iteration 0 is reused)."""
+    from dsdrive.data.dataset import load_samples
+
+    root, _ = tiny_loop
+    it1 = root / "out" / "fold_0" / "iter_1"
+    before = {s.sample_id: s.targets.ego_future for s in load_samples(it1 / "labels" / "samples")}
+    label_states(it1 / "rollout", tmp_path / "same", DaggerConfig())
+    same = {s.sample_id: s.targets.ego_future for s in load_samples(tmp_path / "same" / "samples")}
+    assert same.keys() == before.keys() and all(np.array_equal(same[k], before[k]) for k in before)
+    cautious = DaggerConfig(label_speed="log", label_idm_headway=2.0, label_idm_s0=2.0)
+    summary = label_states(it1 / "rollout", tmp_path / "cautious", cautious)
+    assert summary["label_settings"] == {"idm_headway_s": 2.0, "idm_s0_m": 2.0, "speed": "log band x 1.1"}
+    slow = {s.sample_id: s.targets.ego_future for s in load_samples(tmp_path / "cautious" / "samples")}
+    assert slow.keys() == before.keys()
+    dist = lambda d: np.mean([np.linalg.norm(d[k][-1, :2]) for k in sorted(d)])  # noqa: E731 - metres in 3 s
+    assert dist(slow) < dist(before) - 1.0, (dist(slow), dist(before))  # scene-0655: the human drove ~10 m/s, not 13.9
+
+    out = tmp_path / "mix"
+    shutil.copytree(root / "out" / "fold_0" / "iter_0", out / "fold_0" / "iter_0")
+    argv = ["--data", str(root / "data"), "--scenarios", str(root / "scenarios"), "--out", str(out), "--folds", "2", "--fold", "0",
+            "--iterations", "1", "--rollout_max_steps", "15", "--beta0", "1.0", "--label_speed", "log", *TINY]
+    assert main(argv) == 0
+    roll = out / "fold_0" / "iter_1" / "rollout"
+    s = json.loads((roll / "summary.json").read_text())
+    assert s["beta"] == 1.0 and s["states"] == s["expert_driven_states"] == 3
+    assert all(w["expert_drove"] for w in json.loads((roll / "world.json").read_text()).values())
+    assert json.loads((out / "fold_0" / "fold.json").read_text())["config"]["beta0"] == 1.0

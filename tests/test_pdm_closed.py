@@ -1,11 +1,13 @@
 """PDM-Closed (dsdrive.planners.pdm_closed) and its annotator: synthetic roads (a stopped car ahead,
-a curve, an obstacle partly in the lane, a fork), real scenes (drivable area in a turn, PDMS beside
+a curve, an obstacle partly in the lane, a fork), the cautious label settings (the logged speed
+band, a longer IDM headway and gap, a limit below the current speed), real scenes (drivable area in a turn, PDMS beside
 the logged future and constant velocity, the PDM score's PDM-Closed progress reference), the
 annotator on a state without a logged future, and a closed-loop smoke run (slow)."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from dsdrive.constants import EGO_WIDTH_M
 from dsdrive.data.types import MAP_POINTS, Agents, MapPolylines, PlanningInputs
 from dsdrive.evaluation.closed_loop.reactive_traffic import IDMParams, idm_acceleration
 from dsdrive.planners.pdm_centerline import route_centerline
-from dsdrive.planners.pdm_closed import EGO_FRONT_M, PDMClosedPlanner
+from dsdrive.planners.pdm_closed import EGO_FRONT_M, LOG_SPEED_FLOOR_MPS, PDM_IDM, PDMClosedPlanner, log_speed_band
 from dsdrive.planners.registry import load_planner
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes-mini-scenarionet"
@@ -124,6 +126,60 @@ def test_registry_flags_and_the_shared_idm_law():
     assert idm_acceleration(5.0, 10.0, np.inf, 0.0, prm) == pytest.approx(1.5 * (1 - 0.5**4))
     assert idm_acceleration(10.0, 10.0, 5.0, 0.0, prm) == -6.0  # a stopped car 5 m ahead at 10 m/s: capped braking
     assert idm_acceleration(0.0, 10.0, 0.5, 0.0, prm) < 0.0  # stands closer than s0: does not start
+
+
+def test_log_speed_band_follows_the_logged_speed_ahead():
+    from dsdrive.data.world_state import Route
+
+    t = np.arange(0.0, 12.0, 0.1)
+    x = np.where(t < 6.0, 5.0 * t, 30.0 + 10.0 * (t - 6.0))  # 5 m/s for 6 s, then 10 m/s
+    route = Route(np.stack([x, np.zeros_like(x)], 1), t)
+    assert log_speed_band(route, 0, 0.1) == pytest.approx(5.5)  # next 4 s at 5 m/s, x 1.1
+    assert log_speed_band(route, 0, 0.0, window_s=8.0) == pytest.approx(10.0)  # the window reaches the faster part
+    assert log_speed_band(route, 40, 0.1) == pytest.approx(11.0)  # at 4 s: the next 4 s hold 10 m/s
+    standing = Route(np.zeros((50, 2)) + [3.0, 1.0], t[:50])
+    assert log_speed_band(standing, 10, 0.1) == LOG_SPEED_FLOOR_MPS  # a logged stand: the floor
+    for bad in ({"i": 200, "margin": 0.1}, {"i": 0, "margin": -0.1}):
+        with pytest.raises(ValueError, match="log_speed_band"):
+            log_speed_band(route, **bad)
+
+
+def test_cautious_settings_slow_the_plan_and_keep_a_longer_gap():
+    road, route = straight_road(), np.array([[0.0, 0.0], [80.0, 0.0]])
+    lead = [("VEHICLE", 30.0, 0.0, 4.6, 2.0, 0.0, 6.0, 0.0)]  # a car 25 m ahead at 6 m/s
+    default, cautious = PDMClosedPlanner(), PDMClosedPlanner(idm=replace(PDM_IDM, headway=2.0, s0=2.0))
+    gap = {}
+    for name, p in (("default", default), ("cautious", cautious)):
+        res = p.plan(inputs(10.0, road, lead), route)
+        best = res.proposals[res.best]
+        assert best.nc == 1.0 and best.leader == "VEHICLE a0"
+        lead_rear = 30.0 - 2.3 + 6.0 * 0.1 * np.arange(len(best.states))
+        gap[name] = float(np.min(lead_rear - best.states[:, 0] - EGO_FRONT_M))
+    assert gap["cautious"] > gap["default"] + 1.0, gap  # headway 2 s / gap 2 m vs 1.5 s / 1 m
+    # a given limit below the current speed: the plan slows to it (default: the current speed is kept as the limit)
+    fast = default.plan(inputs(10.0, road), route)
+    slow = default.plan(inputs(10.0, road), route, speed_limit=6.0)
+    assert fast.proposals[fast.best].states[-1, 3] > 10.0 - 1e-6
+    assert slow.proposals[slow.best].states[-1, 3] < 7.0 and slow.waypoints[-1, 0] < fast.waypoints[-1, 0] - 3.0
+    with pytest.raises(ValueError, match="speed_limit"):
+        default.plan(inputs(10.0, road), route, speed_limit=0.0)
+    with pytest.raises(ValueError, match="log_speed_margin"):
+        PDMClosedPlanner(log_speed_margin=-0.5)
+
+
+def test_plan_in_world_aims_at_the_scenes_logged_speed():
+    from dsdrive.data.world_state import Route
+
+    t = np.arange(0.0, 20.0, 0.1)
+    route = Route(np.stack([4.0 * t - 5.0, np.zeros_like(t)], 1), t)  # the human drove 4 m/s along +x
+    ends = {}
+    for margin in (None, 0.1):
+        p = PDMClosedPlanner(log_speed_margin=margin)
+        p.set_world(route, None)
+        wp, _ = p.plan_in_world(inputs(4.0, straight_road()), np.zeros(2), 0.0, 1.25)
+        ends[margin] = float(wp[-1, 0])
+        assert p.world_speed_limit(route, 10) == (None if margin is None else pytest.approx(4.4))
+    assert ends[0.1] < 4.4 * 3.0 + 0.1 and ends[None] > ends[0.1] + 1.0, ends  # 13.9 m/s limit: speeds up
 
 
 # ------------------------------------------------------------------ real scenes

@@ -11,6 +11,7 @@ Modules:
     kmeans_anchors       k-means anchors of trajectories (below both vocabularies)
     motion_vocabulary    k-means motion anchors per agent class
     planning_teacher     config + model (18 vocabulary ego queries)
+    kinematic_prior      the teacher's own kinematics: CV / CTRV rollout prior and status features
     losses               motion / planning / status losses ("label" and "distribution")
     state_optimization   DQN-style state-optimisation loss
     cvae                 conditional VAE (FIERY-style prior / posterior)

@@ -28,7 +28,9 @@ not move in the current frame); ``use_ego_history=False`` gives that variant. Po
 added to features once before the layers; with
 ``anchor_residual`` (default) each mode regresses per-step offsets *relative to its anchor's*
 (the public code regresses them from zero), which keeps mode i near anchor i for the distillation
-that pairs modes 1:1. Commands index mode groups in :data:`dsdrive.data.types.COMMANDS` order
+that pairs modes 1:1. Beyond the published model, the ego's own kinematics are switchable
+(``ego_kinematics``, ``kinematic_prior``, ``plan_selection``; :mod:`dsdrive.distilldrive.kinematic_prior`,
+dsdrive issue 10): the defaults reproduce the published teacher. Commands index mode groups in :data:`dsdrive.data.types.COMMANDS` order
 (index = command * 6 + mode).
 
 Save / load: a ``transformers`` ``PretrainedConfig`` / ``PreTrainedModel`` pair, so
@@ -55,6 +57,7 @@ from dsdrive.distilldrive.losses import (
     planning_loss,
     status_loss,
 )
+from dsdrive.distilldrive.kinematic_prior import KINEMATIC_FEATURES, PRIORS, kinematic_features, kinematic_rollout
 from dsdrive.distilldrive.map_encoder import MapEncoder
 from dsdrive.distilldrive.rescoring import collision_rescore
 from dsdrive.distilldrive.state_optimization import DQNStateLoss
@@ -68,9 +71,12 @@ from dsdrive.data.types import (
     AGENT_TYPES,
     COMMANDS,
     FUTURE_STEPS,
+    HISTORY_STEPS,
     MAP_TYPES,
 )
 
+PLAN_SELECTIONS = ("argmax", "expected")
+"""How :meth:`PlanningTeacher.select` turns the command's 6 rescored modes into one plan."""
 MOVABLE_TYPES = ("VEHICLE", "PEDESTRIAN", "CYCLIST")
 """Agent classes whose GT future feeds the VAE posterior (DistillDrive: 5 movable nuScenes classes)."""
 
@@ -90,6 +96,14 @@ class PlanningTeacherConfig(PretrainedConfig):
     ``cvae_layers`` (4), ``cvae_kl_weight`` (1.0), ``seed`` (0).
     Temporal: ``use_ego_history`` (True: ego queries attend to the past ego poses, ``temp_gnn``).
     Inference: ``rescore`` (True).
+    Kinematics (:mod:`dsdrive.distilldrive.kinematic_prior`; every default reproduces the
+    published teacher): ``ego_kinematics`` (False: the ego queries also receive an MLP embedding of
+    the current ego status, vx, vy, ax, ay, yaw rate, and of the 4 ego-history tokens),
+    ``kinematic_prior`` ("none" | "cv" | "ctrv": each mode's waypoints start from
+    ``anchor + prior_gate * (rollout - anchor)`` and the regression head, zero-initialised, adds a
+    per-step residual, so the untrained teacher with ``prior_gate`` 1 plans the rollout),
+    ``prior_gate`` (1.0), ``plan_selection`` ("argmax" | "expected": the rescored-softmax weighted
+    mean of the command's 6 modes), ``status_weight`` (above).
     """
 
     model_type = "dsdrive_planning_teacher"
@@ -102,7 +116,8 @@ class PlanningTeacherConfig(PretrainedConfig):
         plan_reg_weight: float = 2.0, motion_cls_weight: float = 0.2, motion_reg_weight: float = 0.2,
         status_weight: float = 2.0, dqn_weight: float = 0.0, dqn_gamma: float = 0.95, use_cvae: bool = False,
         cvae_latent: int = 32, cvae_hidden: int = 64, cvae_layers: int = 4, cvae_kl_weight: float = 1.0, seed: int = 0,
-        rescore: bool = True, use_ego_history: bool = True, **kwargs,
+        rescore: bool = True, use_ego_history: bool = True, ego_kinematics: bool = False, kinematic_prior: str = "none",
+        prior_gate: float = 1.0, plan_selection: str = "argmax", **kwargs,
     ):
         super().__init__(**kwargs)
         self.hidden_dim, self.agent_layers, self.num_heads, self.ffn_dim, self.dropout = hidden_dim, agent_layers, num_heads, ffn_dim, dropout
@@ -122,6 +137,14 @@ class PlanningTeacherConfig(PretrainedConfig):
         self.use_cvae, self.cvae_latent, self.cvae_hidden, self.cvae_layers = use_cvae, cvae_latent, cvae_hidden, cvae_layers
         self.cvae_kl_weight, self.seed, self.rescore = cvae_kl_weight, seed, rescore
         self.use_ego_history = use_ego_history
+        if kinematic_prior not in PRIORS:
+            raise ValueError(f"PlanningTeacherConfig: kinematic_prior {kinematic_prior!r}, expected one of {PRIORS}")
+        if not 0.0 <= float(prior_gate) <= 1.0:
+            raise ValueError(f"PlanningTeacherConfig: prior_gate {prior_gate!r}, expected a number in [0, 1]")
+        if plan_selection not in PLAN_SELECTIONS:
+            raise ValueError(f"PlanningTeacherConfig: plan_selection {plan_selection!r}, expected one of {PLAN_SELECTIONS}")
+        self.ego_kinematics, self.kinematic_prior, self.prior_gate = bool(ego_kinematics), kinematic_prior, float(prior_gate)
+        self.plan_selection = plan_selection
 
     def batch_kwargs(self) -> dict:
         """Keyword arguments of :func:`dsdrive.distilldrive.teacher_inputs.build_teacher_batch`."""
@@ -162,10 +185,15 @@ class PlanningTeacher(PreTrainedModel):
         self.motion_cls = mlp(d, d, 1, layers=2)
         self.motion_reg = mlp(d, d, AGENT_FUTURE_STEPS * 2, layers=2)
         self.status_head = mlp(d, d, STATUS_DIM, layers=2)
+        if c.ego_kinematics:  # the ego's own kinematics (current status + 4 history tokens) -> every ego query
+            self.kinematics_mlp = mlp(KINEMATIC_FEATURES + EGO_HISTORY_CHANNELS * HISTORY_STEPS, d, d, layers=2)
         self.dqn = DQNStateLoss(gamma=c.dqn_gamma, weight=c.dqn_weight) if c.dqn_weight > 0 else None
         for head in (self.plan_cls, self.motion_cls):  # SparseDrive: cls bias from prior probability 0.01
             nn.init.constant_(head[-1].bias, -math.log((1 - 0.01) / 0.01))
         self.post_init()
+        if c.kinematic_prior != "none":  # zero residual at init: the untrained teacher plans the prior (gate 1)
+            nn.init.zeros_(self.plan_reg[-1].weight)
+            nn.init.zeros_(self.plan_reg[-1].bias)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Keep PyTorch's default initialisation (no transformer-specific re-init)."""
@@ -204,6 +232,9 @@ class PlanningTeacher(PreTrainedModel):
         map_feat, map_pos = self.map_encoder(batch.map_segments, batch.map_mid, batch.map_class)
         plan_embed = self._anchor_embed(self.plan_anchors, self.plan_anchor_mlp).reshape(1, -1, c.hidden_dim)  # (1, 18, D)
         ego = (plan_embed + self.ego_embed).expand(b, -1, -1)
+        if c.ego_kinematics:
+            kin = torch.cat([kinematic_features(batch.status, batch.status_mask), batch.ego_history.flatten(1)], dim=-1)
+            ego = ego + self.kinematics_mlp(kin)[:, None]
         q = ego.shape[1]
         tokens = torch.cat([agent_feat + agent_pos, ego], dim=1)
         pad = torch.cat([~batch.agent_mask, torch.zeros(b, q, dtype=torch.bool, device=ego.device)], dim=1)
@@ -235,7 +266,11 @@ class PlanningTeacher(PreTrainedModel):
         agents, plan_q = tokens[:, :n], tokens[:, n:]
         # planning
         reg = self.plan_reg(plan_q).reshape(b, q, FUTURE_STEPS, 2)
-        if c.anchor_residual:
+        if c.kinematic_prior != "none":
+            prior = kinematic_rollout(c.kinematic_prior, batch.status, batch.status_mask, batch.ego_history)[:, None]  # (B, 1, 6, 2)
+            anchors = self.plan_anchors.reshape(1, q, FUTURE_STEPS, 2)
+            reg = reg + cumulative_to_offsets(anchors + c.prior_gate * (prior - anchors))
+        elif c.anchor_residual:
             reg = reg + cumulative_to_offsets(self.plan_anchors).reshape(1, q, FUTURE_STEPS, 2)
         plan_wp = reg.cumsum(dim=-2)
         # motion: per-agent mode queries from the class's motion anchors (agent frame)
@@ -300,5 +335,7 @@ class PlanningTeacher(PreTrainedModel):
             scores, collides = collision_rescore(scores, trajs, batch.agent_pos, batch.agent_yaw, batch.agent_size, agent_traj, batch.agent_mask)
         mode = scores.argmax(-1)
         xy = trajs[rows, mode]
+        if self.config.plan_selection == "expected":  # colliding modes (logit - 1e4) get ~0 weight unless all collide
+            xy = (scores.softmax(-1)[..., None, None] * trajs).sum(1)
         heading = trajectory_yaw_tensor(xy)
         return {"waypoints": torch.cat([xy, heading[..., None]], dim=-1), "mode": mode, "scores": scores, "collides": collides}

@@ -25,7 +25,9 @@ Conversions from dsdrive's contract (decisions, documented here once):
 * Ego history (``use_ego_history``): DistillDrive's teacher runs on consecutive frames with an
   instance queue (``DLPInstanceQueue``, queue length 4 at 2 Hz) whose previous ego anchors and
   agent anchors are projected into the current frame and attended by ``temp_gnn``; that is where
-  its ego motion comes from. A keyframe here carries the same information for the ego as
+  its ego motion comes from. (With the teacher's ``ego_kinematics`` / ``kinematic_prior``
+  switches, :mod:`dsdrive.distilldrive.kinematic_prior`, the model also reads ``status`` below as
+  its current kinematics; the batch itself is the same.) A keyframe here carries the same information for the ego as
   ``inputs.ego_history`` (4 past poses at -2.0 ... -0.5 s in the current ego frame), so the
   batch holds it as ``ego_history`` tokens ``x, y, cos, sin, valid`` (zeros where invalid).
   Agent histories are not in the contract, so agents have no temporal tokens. The

@@ -20,7 +20,9 @@ per fold), ``ego_mlp`` (``dsdrive ego-mlp``), ``student`` and ``student_no_ego``
 ego-status ablation of AD-MLP / Li et al. CVPR 2024), ``student_reasoning_first`` (the same with
 ``--sequence_order reasoning_first``: the plan reads the generated reasoning), ``planning_teacher`` (``dsdrive
 planning-teacher``, privileged: it reads ground-truth agent futures) and ``student_kd`` (distill with
-``distill_kd.yaml`` and the SAME fold x seed's planning teacher). ``--planner-args NAME="ARGS"``
+``distill_kd.yaml`` and the SAME fold x seed's planning teacher); ``planning_teacher_kinematic`` /
+``student_kd_kinematic`` are the same with ``train_kinematic.yaml`` (the teacher also knows its own
+kinematics and plans a residual on its CTRV rollout). ``--planner-args NAME="ARGS"``
 appends flags to a planner's training command (later flags override).
 
 Resumable: each (planner, fold, seed) writes ``OUT/runs/PLANNER/foldF-seedS/`` (``checkpoint/``,
@@ -96,9 +98,14 @@ RECIPES: dict[str, PlannerRecipe] = {
     "student_kd": PlannerRecipe("student", "dsdrive.training.distill",
                                 ("--config", str(CONFIGS / "tiny" / "distill_kd.yaml"), "--eval_open_loop", "false", "--disable_tqdm", "true"),
                                 teacher="planning_teacher"),
+    "planning_teacher_kinematic": PlannerRecipe("planning_teacher", "dsdrive.training.planning_teacher",
+                                                ("--config", str(CONFIGS / "planning_teacher" / "train_kinematic.yaml"), "--disable_tqdm", "true")),
+    "student_kd_kinematic": PlannerRecipe("student", "dsdrive.training.distill",
+                                          ("--config", str(CONFIGS / "tiny" / "distill_kd.yaml"), "--eval_open_loop", "false", "--disable_tqdm", "true"),
+                                          teacher="planning_teacher_kinematic"),
 }
 """Cross-validated planners by name (see the module docstring)."""
-NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_reasoning_first", "student"))
+NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_kd_kinematic", "student"), ("student_reasoning_first", "student"))
 """Comparisons added whenever both planners run (the ego-status ablation, the gain of planning KD,
 reasoning-first vs plan-first ordering)."""
 

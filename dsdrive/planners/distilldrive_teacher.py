@@ -14,9 +14,11 @@ Checkpoint folder (written by ``dsdrive planning-teacher`` = ``recipes/planning_
 (``PlanningTeacher.save_pretrained``; both vocabularies are buffers inside), plus
 ``planning_vocabulary.json`` and ``motion_vocabulary.json`` for other users; a Trainer
 ``checkpoint-N/`` folder loads the same way. Out of its training range (unseen command, classes or
-map never seen, 60 m/s) its plans stay finite and within a 1 g kinematic envelope, but it has no
-speed input (DistillDrive: ego status is a target only), so at speeds far above training it plans
-as if slower (``tests/test_planner_robustness.py``).
+map never seen, 60 m/s) its plans stay finite and within a 1 g kinematic envelope, but the
+published teacher has no speed input (DistillDrive: ego status is a target only), so at speeds far
+above training it plans as if slower (``tests/test_planner_robustness.py``). A teacher trained with
+``kinematic_prior`` (``recipes/configs/planning_teacher/train_kinematic.yaml``) plans a residual on
+its own CTRV rollout and keeps the speed (``tests/test_planning_teacher_kinematics.py``).
 Waypoints: (6, 3) ``x, y, heading``, ego frame (x forward, y left), metres, radians.
 """
 

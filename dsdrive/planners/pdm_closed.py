@@ -45,6 +45,13 @@ reference. Our implementation, written from the paper (not from its code), at ev
    weighted sum. Output: the chosen proposal's *simulated* states at +0.5 ... +3.0 s, (6, 3)
    ``x, y, heading``, as PDM-Closed returns its simulated trajectory.
 
+**Cautious settings** (off by default; the DAgger labeller's switches, :mod:`dsdrive.training.dagger_config`):
+``idm`` replaces the IDM constants (e.g. a 2 s headway and a 2 m minimum gap: the "two-second
+rule"); ``log_speed_margin`` (not None) makes the closed-loop target speed the scene's instead of
+13.9 m/s: :func:`log_speed_band`, the logged ego's fastest speed over the next 4 s from the ego's
+place on the route, times ``1 + margin`` (at least ``LOG_SPEED_FLOOR_MPS``). That limit is then
+used as given (a faster ego is slowed to it) rather than raised to the current speed.
+
 Not in our version: nuPlan's driving-direction compliance and traffic lights (nuScenes has none);
 the centreline comes from lane *geometry* matched to the logged route, not from a lane graph.
 
@@ -99,6 +106,10 @@ STANDING_TYPES = ("TRAFFIC_CONE", "TRAFFIC_BARRIER")
 """Agent types forecast standing whatever their velocity says (in closed loop a replayed cone can report 5 m/s)."""
 EGO_FRONT_M = EGO_CENTER_OFFSET_M + EGO_LENGTH_M / 2
 """Distance (m) from the ego reference point to its front bumper."""
+LOG_SPEED_WINDOW_S = 4.0
+"""Window (s of log time, from the ego's place on the route) of :func:`log_speed_band`: the proposal horizon."""
+LOG_SPEED_FLOOR_MPS = 1.0
+"""Lowest target speed (m/s) :func:`log_speed_band` returns (a logged stand still lets the IDM creep to its destination stop)."""
 _AX, _YAW_RATE = (EGO_STATUS_FIELDS.index(f) for f in ("ax", "yaw_rate"))
 
 AreaTest = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -122,6 +133,28 @@ def road_edge_test(map_: MapPolylines) -> AreaTest:
         return ~shapely.intersects(polys, geom)
 
     return test
+
+
+def log_speed_band(route: Route, i: int, margin: float, window_s: float = LOG_SPEED_WINDOW_S,
+                   floor: float = LOG_SPEED_FLOOR_MPS) -> float:
+    """The scene's speed limit at route vertex ``i`` (m/s): the logged ego's fastest speed over log
+    times ``[t_i, t_i + window_s]``, times ``1 + margin``, at least ``floor``. Speeds are 0.5 s
+    finite differences of the arc length along ``route`` (the logged path, :class:`Route`), so the
+    10 Hz position noise does not count as speed.
+
+    Raises:
+        ValueError: ``i`` outside the route, ``margin < 0``, ``window_s <= 0`` or ``floor <= 0``.
+    """
+    if not 0 <= i < len(route.xy) or margin < 0 or window_s <= 0 or floor <= 0:
+        raise ValueError(f"log_speed_band: index {i} (route of {len(route.xy)} vertices), margin {margin} (>= 0), "
+                         f"window_s {window_s} (> 0), floor {floor} (> 0)")
+    if len(route.xy) < 2:
+        return float(floor)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(route.xy, axis=0), axis=1))])
+    t, dt = route.t, 0.5
+    k = np.flatnonzero((t >= t[i]) & (t <= t[i] + window_s))  # never empty: holds i
+    v = (np.interp(t[k] + dt, t, s) - s[k]) / dt  # the arc length is held past the route's end
+    return float(max(floor, (1.0 + margin) * float(v.max())))
 
 
 def world_area_test(area, ego_xy: np.ndarray, ego_yaw: float) -> AreaTest:
@@ -199,6 +232,12 @@ class PDMClosedPlanner(Planner):
     Args:
         speed_limit: the speed limit (m/s) used where the map has none.
         speed_fractions, offsets: the proposal grid.
+        idm: the proposals' IDM constants (default ``PDM_IDM``, nuPlan PDM-Closed's).
+        log_speed_margin: None (default): closed-loop plans aim at ``speed_limit``; a number >= 0:
+            at the scene's speed, :func:`log_speed_band` with this margin (:meth:`plan_in_world`).
+
+    Raises:
+        ValueError: ``speed_limit <= 0``, an empty grid, or ``log_speed_margin < 0``.
     """
 
     name = "pdm_closed"
@@ -206,11 +245,14 @@ class PDMClosedPlanner(Planner):
     reads_world = True
 
     def __init__(self, speed_limit: float = DEFAULT_SPEED_LIMIT_MPS, speed_fractions: tuple = SPEED_FRACTIONS,
-                 offsets: tuple = LATERAL_OFFSETS_M) -> None:
+                 offsets: tuple = LATERAL_OFFSETS_M, idm: IDMParams = PDM_IDM, log_speed_margin: float | None = None) -> None:
         if not speed_limit > 0 or not speed_fractions or not offsets:
             raise ValueError(f"PDMClosedPlanner: speed_limit {speed_limit} must be > 0 and the grid non-empty "
                              f"(fractions {speed_fractions}, offsets {offsets})")
+        if log_speed_margin is not None and not log_speed_margin >= 0:
+            raise ValueError(f"PDMClosedPlanner: log_speed_margin {log_speed_margin} must be None or >= 0")
         self.speed_limit, self.speed_fractions, self.offsets = float(speed_limit), tuple(speed_fractions), tuple(offsets)
+        self.idm, self.log_speed_margin = idm, log_speed_margin
         self._route: Route | None = None
         self._area = None
 
@@ -243,12 +285,17 @@ class PDMClosedPlanner(Planner):
         i = self._route.nearest(ego_xy, t_now)
         route = global_to_ego(self._route.xy[max(i - 10, 0):], ego_xy, ego_yaw)
         area = None if self._area is None else world_area_test(self._area, np.asarray(ego_xy, np.float64), float(ego_yaw))
-        res = self.plan(inputs, route, area, goal=True)
+        res = self.plan(inputs, route, area, goal=True, speed_limit=self.world_speed_limit(self._route, i))
         return res.waypoints, res.explanation()
+
+    def world_speed_limit(self, route: Route, i: int) -> float | None:
+        """The speed limit (m/s) of a closed-loop plan at route vertex ``i``: :func:`log_speed_band`
+        with ``log_speed_margin``, or None (``speed_limit`` as before) when that is None."""
+        return None if self.log_speed_margin is None else log_speed_band(route, i, self.log_speed_margin)
 
     # ------------------------------------------------------------------ the planner
     def plan(self, inputs: PlanningInputs, route_xy: np.ndarray | None = None, area: AreaTest | None = None,
-             goal: bool = False) -> PDMClosedResult:
+             goal: bool = False, speed_limit: float | None = None) -> PDMClosedResult:
         """Plan once (see the module docstring).
 
         Args:
@@ -258,14 +305,19 @@ class PDMClosedPlanner(Planner):
             goal: the route's last point is the destination (closed loop: the log's end): the
                 IDM stops there (a standing leader 1 m past it; a route shorter than 2 m: stay).
                 False: the route was cut by a horizon (a sample's 3 s future) and is extended.
+            speed_limit: None: ``max(self.speed_limit, current speed)``; a number (m/s, > 0): this
+                call's limit as given, even below the current speed (the scene's speed, e.g.
+                :meth:`world_speed_limit`; the proposals then slow down to it).
 
         Returns:
             :class:`PDMClosedResult` (waypoints (6, 3) float32, x forward, y left, m, rad).
         """
         init = initial_state(inputs)
-        limit = max(self.speed_limit, init.v)
+        if speed_limit is not None and not speed_limit > 0:
+            raise ValueError(f"PDMClosedPlanner.plan: speed_limit {speed_limit} must be None or > 0")
+        limit = max(self.speed_limit, init.v) if speed_limit is None else float(speed_limit)
         horizon_s = HORIZON_STEPS * SIM_DT
-        cl = route_centerline(inputs.map, route_xy, inputs.command, limit * horizon_s + 20.0, init.v * 3.0 + 10.0)
+        cl = route_centerline(inputs.map, route_xy, inputs.command, max(limit, init.v) * horizon_s + 20.0, init.v * 3.0 + 10.0)
         area = area or road_edge_test(inputs.map)
         s0, d0 = (float(a[0]) for a in cl.project(np.zeros((1, 2))))
         s_goal = None
@@ -282,7 +334,7 @@ class PDMClosedPlanner(Planner):
             def offset_at(st: np.ndarray, off: float = off) -> np.ndarray:
                 return off + (d0 - off) * 0.5 * (1 + np.cos(np.pi * np.clip((st - s0) / blend, 0.0, 1.0)))
 
-            stations, p.leader = _idm_profile(init.v, s0, p.speed, offset_at, forecast, cl, cap, s_goal)
+            stations, p.leader = _idm_profile(init.v, s0, p.speed, offset_at, forecast, cl, cap, s_goal, self.idm)
             knots = stations[::stride]
             xy, yaw = cl.pose(knots, offset_at(knots))
             xy[0], yaw[0] = 0.0, 0.0
@@ -399,10 +451,11 @@ def _curve_cap(cl: Centerline) -> np.ndarray:
 
 
 def _idm_profile(v: float, s: float, target: float, offset_at, fc: _Forecast, cl: Centerline,
-                 cap: np.ndarray, s_goal: float | None = None) -> tuple[np.ndarray, str | None]:
+                 cap: np.ndarray, s_goal: float | None = None, idm: IDMParams = PDM_IDM) -> tuple[np.ndarray, str | None]:
     """Stations (HORIZON_STEPS + 1,) m of one IDM proposal from station ``s`` at speed ``v``, and the
     IDM leader at the start ("TYPE id", "the route's end", or None). ``s_goal``: the destination's
-    station (a standing leader whose gap is measured from the ego reference point), or None."""
+    station (a standing leader whose gap is measured from the ego reference point), or None.
+    ``idm``: the IDM constants (PDM-Closed's by default)."""
     out, first_leader = [s], None
     for k in range(HORIZON_STEPS):
         gap, v_lead = np.inf, 0.0
@@ -420,9 +473,9 @@ def _idm_profile(v: float, s: float, target: float, offset_at, fc: _Forecast, cl
             gap, v_lead = s_goal - s, 0.0
             first_leader = "the route's end" if k == 0 else first_leader
         if target > 0:
-            a = idm_acceleration(v, min(target, float(np.interp(s, cl.s, cap))), gap, v_lead, PDM_IDM)
+            a = idm_acceleration(v, min(target, float(np.interp(s, cl.s, cap))), gap, v_lead, idm)
         else:  # the stop proposal: brake at min(b, v / STOP_TAU_S), harder when the IDM interaction term asks for it
-            a = min(-min(PDM_IDM.b, v / STOP_TAU_S), idm_acceleration(v, np.inf, gap, v_lead, PDM_IDM)) if v > 0 else 0.0
+            a = min(-min(idm.b, v / STOP_TAU_S), idm_acceleration(v, np.inf, gap, v_lead, idm)) if v > 0 else 0.0
         v_new = max(v + a * SIM_DT, 0.0)
         s += 0.5 * (v + v_new) * SIM_DT
         v = v_new

@@ -57,21 +57,23 @@ class StudentPlanner(Planner):
         """Registry entry point (:func:`dsdrive.planners.registry.load_planner`)."""
         return cls(checkpoint_dir, **kw)
 
-    def plan(self, batch: list[PlanningInputs]):
+    def plan(self, batch: list[PlanningInputs], risk_map: bool = True):
         """Full :class:`~dsdrive.student.modeling_student.PlanOutput` (modes, scores, risk map) for a batch
-        (reasoning-first: after generating the reasoning with this planner's cap and eos)."""
+        (reasoning-first: after generating the reasoning with this planner's cap and eos);
+        ``risk_map`` False skips the BEV and the RiskHead (``risk_map`` None, the rest unchanged)."""
         if self.model.config.reasoning_first:
             return self.model.plan_and_explain(self.processor(batch), max_new_tokens=self.max_new_tokens,
-                                               eos_token_id=self.processor.tokenizer.eos_token_id)[0]
-        return self.model.plan(self.processor(batch))
+                                               eos_token_id=self.processor.tokenizer.eos_token_id, risk_map=risk_map)[0]
+        return self.model.plan(self.processor(batch), risk_map=risk_map)
 
     def compute_trajectory(self, inputs: PlanningInputs) -> np.ndarray:
         """(6, 3) float32 best-mode waypoints for one input."""
         return self.compute_trajectories([inputs])[0]
 
     def compute_trajectories(self, batch: list[PlanningInputs]) -> np.ndarray:
-        """(B, 6, 3) float32 best-mode waypoints, one forward pass for the whole batch (plan_first)."""
-        return self.plan(batch).waypoints.float().cpu().numpy().astype(np.float32)
+        """(B, 6, 3) float32 best-mode waypoints, one forward pass for the whole batch (plan_first); the
+        risk map, which these waypoints never read, is not computed."""
+        return self.plan(batch, risk_map=False).waypoints.float().cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def plan_and_explain_batch(self, batch: list[PlanningInputs]) -> tuple[object, list[str]]:

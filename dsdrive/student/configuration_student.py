@@ -22,6 +22,7 @@ from transformers import AutoConfig, PretrainedConfig
 from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
 from dsdrive.data.types import AGENT_TYPES, CAMERA_NAMES, COMMANDS, FUTURE_STEPS, MAP_TYPES
 from dsdrive.student.backbone import tiny_qwen2_config
+from dsdrive.student.waypoint_head import WAYPOINT_PRIORS
 
 DEFAULT_LOSS_WEIGHTS = {
     "waypoint_l1": 1.0,
@@ -78,6 +79,10 @@ class StudentConfig(PretrainedConfig):
         waypoint_cv_gate_init: initial pull of each mode towards the ego's constant-velocity
             rollout (0 = anchors + offsets only), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
         waypoint_use_ego: feed the ego kinematics straight to the waypoint head (and the CV prior).
+        waypoint_prior: ``cv_gate`` (default: anchors pulled towards the CV rollout by a learned gate)
+            or ``kinematic`` (a zero-initialised residual over a learned blend of constant velocity,
+            CTRV and lane following, with the speed trend fed to the head; the processor then adds
+            the ``lane_prior`` batch key), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
         use_ego_status: False = the ego-status ablation (AD-MLP, Zhai et al. 2023, arXiv 2305.10430;
             Li et al., CVPR 2024, "Is Ego Status All You Need for Open-Loop End-to-End Autonomous
             Driving?"): the student reads neither the ego status (speed, acceleration, yaw rate,
@@ -148,6 +153,7 @@ class StudentConfig(PretrainedConfig):
         waypoint_offset_scale: float = 2.0,
         waypoint_cv_gate_init: float = 0.5,
         waypoint_use_ego: bool = True,
+        waypoint_prior: str = "cv_gate",
         use_ego_status: bool = True,
         plan_selection: str = "best",
         scene_inputs: str = "objects",
@@ -222,6 +228,9 @@ class StudentConfig(PretrainedConfig):
         self.waypoint_offset_scale = float(waypoint_offset_scale)
         self.waypoint_cv_gate_init = float(waypoint_cv_gate_init)
         self.waypoint_use_ego = bool(waypoint_use_ego)
+        if waypoint_prior not in WAYPOINT_PRIORS:
+            raise ValueError(f"StudentConfig: field 'waypoint_prior' is {waypoint_prior!r}; expected one of {WAYPOINT_PRIORS}")
+        self.waypoint_prior = waypoint_prior
         self.use_ego_status = bool(use_ego_status)
         if plan_selection not in PLAN_SELECTIONS:
             raise ValueError(f"StudentConfig: field 'plan_selection' is {plan_selection!r}; expected one of {PLAN_SELECTIONS}")

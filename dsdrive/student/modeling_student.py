@@ -189,7 +189,8 @@ class StudentModel(PreTrainedModel):
         self.scene_proj = nn.Sequential(nn.Linear(config.scene_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.planning_queries = PlanningQueries(config.num_queries, hidden, config.future_steps)
         self.waypoint_head = WaypointHead(hidden, config.num_commands, config.num_modes, config.future_steps,
-                                          config.waypoint_offset_scale, config.waypoint_cv_gate_init)
+                                          config.waypoint_offset_scale, config.waypoint_cv_gate_init,
+                                          prior=getattr(config, "waypoint_prior", "cv_gate"))
         self.risk_head = RiskHead(config.scene_dim, config.bev_height, config.bev_width, config.risk_layers, config.risk_heads,
                                   config.risk_points, config.risk_query_stride)
         self.meta_action_head = (nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.num_meta_actions))
@@ -232,14 +233,15 @@ class StudentModel(PreTrainedModel):
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)
 
-    def _prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, tuple | None]:
-        """[images][scene][prompt][queries] embeddings (B, L, H), mask (B, L), the BEV map, the query
-        start index, and the position layout for :meth:`_position_ids` (None without cameras)."""
+    def _prefix(self, batch: dict, with_bev: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, tuple | None]:
+        """[images][scene][prompt][queries] embeddings (B, L, H), mask (B, L), the BEV map (None with
+        ``with_bev`` False: only the RiskHead reads it), the query start index, and the position
+        layout for :meth:`_position_ids` (None without cameras)."""
         if not self.config.use_ego_status:  # ego-status ablation: the ego token sees no status / history
             batch = {**batch, "ego": torch.zeros_like(batch["ego"])}
         if self.config.reads_cameras:
-            return self._camera_prefix(batch)
-        tokens, tmask, bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS))
+            return self._camera_prefix(batch, with_bev)
+        tokens, tmask, bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS), with_bev=with_bev)
         emb_dtype = self.backbone.get_input_embeddings().weight.dtype
         scene = self.scene_proj(tokens).to(emb_dtype)
         prompt = self._embed(batch["prompt_ids"])
@@ -249,9 +251,9 @@ class StudentModel(PreTrainedModel):
         mask = torch.cat([tmask, batch["prompt_mask"].bool(), torch.ones(b, queries.shape[1], dtype=torch.bool, device=scene.device)], 1)
         return embeds, mask, bev, embeds.shape[1] - queries.shape[1], None
 
-    def _camera_prefix(self, batch: dict):
+    def _camera_prefix(self, batch: dict, with_bev: bool = True):
         """The camera student's prefix (see the module docstring); BEV = lifted patch features
-        (+ the object BEV with ``scene_inputs`` both)."""
+        (+ the object BEV with ``scene_inputs`` both); None with ``with_bev`` False."""
         missing = [k for k in CAMERA_KEYS if batch.get(k) is None]
         if missing:
             raise ValueError(f"StudentModel: scene_inputs={self.config.scene_inputs!r} needs the camera inputs {missing} "
@@ -259,7 +261,7 @@ class StudentModel(PreTrainedModel):
         emb = self.backbone.get_input_embeddings()
         emb_dtype = emb.weight.dtype
         if self.config.reads_objects:
-            tokens, tmask, obj_bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS))
+            tokens, tmask, obj_bev = self.scene_encoder(*(batch[k] for k in SCENE_KEYS), with_bev=with_bev)
         else:
             tokens = self.ego_encoder(batch["ego"], batch["command"])
             tmask, obj_bev = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device), None
@@ -268,12 +270,14 @@ class StudentModel(PreTrainedModel):
         start, end = emb(ids)
         cams = self.camera_embed(torch.arange(batch["camera_mask"].shape[1], device=tokens.device))  # a call, not .weight: peft wraps it
         img = image_sequence(feats, batch["camera_mask"].bool(), cams, start, end)
-        lift_dtype = next(self.bev_lift.parameters()).dtype
-        heights = torch.tensor(self.config.lift_heights, device=tokens.device)
-        bev = self.bev_lift(img.features.to(lift_dtype), img.feature_size, batch["camera_intrinsics"], batch["camera_cam2ego"],
-                            batch["camera_image_size"], batch["camera_mask"].bool() & batch["camera_calibrated"].bool(), self.grid, heights)
-        if obj_bev is not None:
-            bev = bev + obj_bev
+        bev = None
+        if with_bev:
+            lift_dtype = next(self.bev_lift.parameters()).dtype
+            heights = torch.tensor(self.config.lift_heights, device=tokens.device)
+            bev = self.bev_lift(img.features.to(lift_dtype), img.feature_size, batch["camera_intrinsics"], batch["camera_cam2ego"],
+                                batch["camera_image_size"], batch["camera_mask"].bool() & batch["camera_calibrated"].bool(), self.grid, heights)
+            if obj_bev is not None:
+                bev = bev + obj_bev
         scene = self.scene_proj(tokens).to(emb_dtype)
         prompt = self._embed(batch["prompt_ids"])
         b = scene.shape[0]
@@ -301,11 +305,12 @@ class StudentModel(PreTrainedModel):
                                           past_key_values=past, use_cache=use_cache)
         return out.last_hidden_state, out.past_key_values
 
-    def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None):
+    def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None,
+               lane_prior: torch.Tensor | None = None):
         head_dtype = next(self.waypoint_head.parameters()).dtype
         q = query_states.to(head_dtype)
         use_ego = self.config.waypoint_use_ego and self.config.use_ego_status  # ablation: no kinematics, no CV pull
-        waypoints, logits = self.waypoint_head(q, self.anchors, ego if use_ego else None)
+        waypoints, logits = self.waypoint_head(q, self.anchors, ego if use_ego else None, lane_prior=lane_prior)
         meta = None
         if self.meta_action_head is not None:
             pooled = select_command(q.reshape(q.shape[0], self.config.num_commands, self.config.num_modes, -1), command).mean(1)
@@ -317,7 +322,8 @@ class StudentModel(PreTrainedModel):
                 command=None, prompt_ids=None, prompt_mask=None,
                 reasoning_ids=None, reasoning_mask=None, ego_future=None, ego_future_mask=None, risk_target=None, risk_valid=None,
                 meta_action=None, return_dict: bool = True, pixel_values=None, image_grid_thw=None, camera_intrinsics=None,
-                camera_cam2ego=None, camera_image_size=None, camera_mask=None, camera_calibrated=None, **unused) -> StudentOutput:
+                camera_cam2ego=None, camera_image_size=None, camera_mask=None, camera_calibrated=None, lane_prior=None,
+                **unused) -> StudentOutput:
         """One training/eval forward over [scene][prompt][queries][reasoning] ([images] first with cameras),
         or [scene][prompt][reasoning][queries] for ``config.sequence_order`` reasoning_first (teacher
         forcing: the queries read the given reasoning; reasoning token j is predicted from the state
@@ -329,7 +335,8 @@ class StudentModel(PreTrainedModel):
             with camera inputs), ego (B, 28), command (B,), prompt_ids/prompt_mask (B, P);
             reasoning_ids/reasoning_mask (B, R) teacher chain-of-thought (ends with eos);
             ego_future (B, 6, 3) + ego_future_mask (B, 6) ground truth; risk_target (B, H, W) +
-            risk_valid (B,) bool; meta_action (B,) long, -100 = none.
+            risk_valid (B,) bool; meta_action (B,) long, -100 = none; lane_prior (B, 6, 2) metres ego
+            frame (read by ``config.waypoint_prior`` kinematic only; None = the CTRV rollout instead).
 
         Returns:
             :class:`StudentOutput`; ``loss`` is the config-weighted sum of the present terms
@@ -358,7 +365,7 @@ class StudentModel(PreTrainedModel):
                 embeds = torch.cat([embeds, self._embed(reasoning_ids)], 1)
                 mask = torch.cat([mask, rmask], 1)
         hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
-        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
+        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego, lane_prior)
         query_states = hidden[:, q0 : q0 + nq]  # all 18 queries, command-major like mode_logits.flatten(1) (planning KD)
         risk_logits = self.risk_head(bev, return_logits=True)
         risk_map = torch.sigmoid(risk_logits)
@@ -402,9 +409,9 @@ class StudentModel(PreTrainedModel):
         inputs = batch if isinstance(batch, (list, tuple)) else [batch]
         return self._as_batch(processor(inputs), None)
 
-    def _plan_from(self, hidden, q0, bev, command, ego=None) -> PlanOutput:
+    def _plan_from(self, hidden, q0, bev, command, ego=None, lane_prior=None) -> PlanOutput:
         nq = self.config.num_queries
-        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego)
+        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego, lane_prior)
         modes, mlog = select_command(waypoints, command), select_command(logits, command)
         best, scores = mlog.argmax(-1), mlog.softmax(-1)
         modes3 = with_heading(modes)
@@ -412,11 +419,11 @@ class StudentModel(PreTrainedModel):
             plan = with_heading((scores[..., None, None] * modes).sum(1))
         else:
             plan = modes3[torch.arange(len(best), device=best.device), best]
-        return PlanOutput(waypoints=plan, mode_waypoints=modes3,
-                          mode_scores=scores, best_mode=best, risk_map=self.risk_head(bev), meta_action_logits=meta)
+        return PlanOutput(waypoints=plan, mode_waypoints=modes3, mode_scores=scores, best_mode=best,
+                          risk_map=self.risk_head(bev) if bev is not None else None, meta_action_logits=meta)
 
     @torch.no_grad()
-    def plan(self, batch, processor=None) -> PlanOutput:
+    def plan(self, batch, processor=None, risk_map: bool = True) -> PlanOutput:
         """Plan with ONE forward pass over [scene][prompt][queries]; no generation (plan_first).
 
         A reasoning-first student (``config.sequence_order``) is NOT planned in one pass: the
@@ -428,16 +435,20 @@ class StudentModel(PreTrainedModel):
         Args:
             batch: a tensor batch from ``StudentProcessor`` (``processor(inputs)``), or
                 PlanningInputs / a list of them together with ``processor``. Only inputs are read.
+            risk_map: False skips what only the risk map needs (the scene's BEV splat and
+                convolutions, or a camera student's PV -> BEV lift, and the RiskHead):
+                ``PlanOutput.risk_map`` is None, every other field is unchanged (what
+                :meth:`dsdrive.planners.student.StudentPlanner.compute_trajectories` uses).
 
         Returns:
             :class:`PlanOutput` for each sample's command (waypoints (B, 6, 3) ego frame).
         """
         if self.config.reasoning_first:
-            return self.plan_and_explain(batch, processor)[0]
+            return self.plan_and_explain(batch, processor, risk_map=risk_map)[0]
         batch = self._as_batch(batch, processor)
-        embeds, mask, bev, q0, layout = self._prefix(batch)
+        embeds, mask, bev, q0, layout = self._prefix(batch, with_bev=risk_map)
         hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
-        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"])
+        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"], batch.get("lane_prior"))
 
     @torch.no_grad()
     def generate_reasoning(self, embeds, mask, max_new_tokens: int, eos_token_id: int | None, layout: tuple | None = None,
@@ -479,10 +490,11 @@ class StudentModel(PreTrainedModel):
         scores = torch.stack(scores, 1) if scores else logits.new_zeros(logits.shape[0], 0, logits.shape[-1])
         return hidden, ids, scores, past, fed
 
-    def _reason_then_plan(self, batch: dict, max_new_tokens: int, eos_token_id: int | None) -> tuple[PlanOutput, torch.Tensor]:
+    def _reason_then_plan(self, batch: dict, max_new_tokens: int, eos_token_id: int | None,
+                          risk_map: bool = True) -> tuple[PlanOutput, torch.Tensor]:
         """Reasoning-first inference: greedy reasoning after [scene][prompt], then the queries appended
         to the KV cache read the reasoning up to each row's first eos (later ids masked)."""
-        embeds, mask, bev, q0, layout = self._prefix(batch)
+        embeds, mask, bev, q0, layout = self._prefix(batch, with_bev=risk_map)
         nq = self.config.num_queries
         ctx, cmask, queries = embeds[:, :q0], mask[:, :q0], embeds[:, q0:]
         _, ids, _, past, fed = self._greedy(ctx, cmask, max_new_tokens, eos_token_id, layout)
@@ -493,10 +505,11 @@ class StudentModel(PreTrainedModel):
         position_ids = self._position_ids(full, layout)
         step = (full.long().cumsum(-1) - 1).clamp(min=0)[:, -n_new:] if position_ids is None else position_ids[..., -n_new:]
         h, _ = self._decode(new, full, past=past, position_ids=step, use_cache=True)
-        return self._plan_from(h, n_new - nq, bev, batch["command"], batch["ego"]), ids
+        return self._plan_from(h, n_new - nq, bev, batch["command"], batch["ego"], batch.get("lane_prior")), ids
 
     @torch.no_grad()
-    def plan_and_explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None):
+    def plan_and_explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None,
+                         risk_map: bool = True):
         """Plan and explain from one shared prefix: returns (PlanOutput, generated ids (B, R)).
 
         plan_first: the plan is read at the queries of [scene][prompt][queries] and the reasoning is
@@ -507,6 +520,7 @@ class StudentModel(PreTrainedModel):
         ``max_new_tokens`` defaults to ``config.max_new_tokens``; ``eos_token_id`` to the backbone's.
         Ids after an eos are the decoder's own choice and should be cut by the caller
         (``StudentProcessor.decode_reasoning`` does); a reasoning-first plan never reads them.
+        ``risk_map`` False: no risk map (None), as in :meth:`plan`.
         """
         batch = self._as_batch(batch, processor)
         if max_new_tokens is None:
@@ -515,10 +529,10 @@ class StudentModel(PreTrainedModel):
             eos_token_id = self.backbone.config.get_text_config().eos_token_id
             eos_token_id = eos_token_id[0] if isinstance(eos_token_id, (list, tuple)) else eos_token_id
         if self.config.reasoning_first:
-            return self._reason_then_plan(batch, max_new_tokens, eos_token_id)
-        embeds, mask, bev, q0, layout = self._prefix(batch)
+            return self._reason_then_plan(batch, max_new_tokens, eos_token_id, risk_map)
+        embeds, mask, bev, q0, layout = self._prefix(batch, with_bev=risk_map)
         hidden, ids = self.generate_reasoning(embeds, mask, max_new_tokens, eos_token_id, layout)
-        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"]), ids
+        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"], batch.get("lane_prior")), ids
 
     @torch.no_grad()
     def explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None) -> torch.Tensor:

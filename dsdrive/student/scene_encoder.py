@@ -119,12 +119,15 @@ class SceneEncoder(nn.Module):
     def _ego_token(self, ego: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
         return self.ego_mlp(ego_token_features(ego, self.scale)) + self.command(command)
 
-    def forward(self, agents, agent_types, agents_mask, map_points, map_types, map_mask, ego, command):
+    def forward(self, agents, agent_types, agents_mask, map_points, map_types, map_mask, ego, command, with_bev: bool = True):
         """Encode one batch (shapes in the module docstring).
+
+        ``with_bev`` False skips the BEV splat and its convolutions (only the RiskHead reads them;
+        ``StudentModel.plan(risk_map=False)``); the tokens are the same either way.
 
         Returns:
             ``tokens`` (B, 1+N+M, C), ``token_mask`` (B, 1+N+M) bool (ego always True), ``bev``
-            (B, C, H, W).
+            (B, C, H, W), None when ``with_bev`` is False.
         """
         b = ego.shape[0]
         ego_tok = self._ego_token(ego, command)[:, None]
@@ -138,7 +141,7 @@ class SceneEncoder(nn.Module):
         mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=ego.device), agents_mask.bool(), map_mask.bool()], 1)
         tokens = self.norm(self.encoder(tokens, src_key_padding_mask=~mask))
         tokens = tokens * mask[..., None].to(tokens.dtype)
-        return tokens, mask, self._bev(tokens, agents, agents_mask, map_points, map_mask)
+        return tokens, mask, self._bev(tokens, agents, agents_mask, map_points, map_mask) if with_bev else None
 
     def _bev(self, tokens, agents, agents_mask, map_points, map_mask) -> torch.Tensor:
         b, n = tokens.shape[0], agents.shape[1]

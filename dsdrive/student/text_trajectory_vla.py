@@ -192,16 +192,18 @@ class TextTrajectoryProcessor:
                              "the text-trajectory target needs the whole 3 s future")
         return format_trajectory(t.ego_future, self.settings.trajectory_version)
 
-    def encode_inputs(self, inputs: PlanningInputs) -> dict:
+    def encode_inputs(self, inputs: PlanningInputs, prompt: str | None = None) -> dict:
         """Cameras (headers only, :func:`encode_cameras`) and the prompt ids of the user turn up to
-        the assistant header, image pads expanded to each camera's token count."""
+        the assistant header, image pads expanded to each camera's token count. ``prompt`` replaces
+        the student's prompt text (None = :meth:`prompt_text`; the EvoDriveVLA oracle teacher passes
+        its privileged prompt, :mod:`dsdrive.training.oracle_teacher`)."""
         cams = encode_cameras(inputs, self.settings, self.image_processor)
         per = token_pixels(self.image_processor)
         content = []
         for name, present in zip(self.settings.cameras, cams["camera_mask"]):
             if present:
                 content += [{"type": "text", "text": f"{name}:"}, {"type": "image"}]
-        content.append({"type": "text", "text": self.prompt_text(inputs)})
+        content.append({"type": "text", "text": self.prompt_text(inputs) if prompt is None else prompt})
         text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
         counts = [int(w // per) * int(h // per) for (w, h), present in zip(cams["camera_image_size"], cams["camera_mask"]) if present]
         parts = text.split(self._pad_token)

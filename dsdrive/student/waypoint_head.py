@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,54 @@ def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEP
     return v[:, None, :] * t[None, :, None]
 
 
+WAYPOINT_PRIORS = ("cv_gate", "kinematic")
+"""Values of ``StudentConfig.waypoint_prior`` (see :class:`WaypointHead`)."""
+NUM_KINEMATIC_PRIORS = 3
+"""Priors blended by the ``kinematic`` head: constant velocity, CTRV, lane following."""
+EGO_TREND_FEATURES = 12
+"""Speed trend of the ``kinematic`` head (:func:`ego_trend`): the 4 finite-difference velocities
+between consecutive history poses and the origin (vx, vy m/s / 10, ego frame) and their 4 masks."""
+MIN_HEADING_SPEED = 0.1
+"""Below this speed (m/s) the CTRV rollout starts along +x (as the CTRV planner)."""
+MIN_YAW_RATE = 1e-6
+"""Below this |yaw rate| (rad/s) the CTRV arc is a straight line (as the CTRV planner)."""
+
+
+def ctrv_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEPS, dt: float = STEP_SECONDS) -> torch.Tensor:
+    """Constant turn rate and velocity rollout of the ego's CURRENT state: (B, 28) ego vector -> (B, T, 2)
+    cumulative x, y (m, ego frame) at +dt ... +T*dt s.
+
+    Speed |v| from the measured vx, vy (0 where masked out) held on the circular arc of
+    :class:`dsdrive.planners.constant_velocity.ConstantTurnRatePlanner`, starting along the direction
+    of travel; the yaw rate is the measured one (status slot 4, mask slot 10), else the last history
+    heading change ``-heading(-0.5 s) / 0.5 s`` (history slot 23, mask 27), else 0 (= constant velocity).
+    """
+    v = ego[:, :2] * ego[:, 6:8]
+    t = torch.arange(1, future_steps + 1, device=ego.device, dtype=ego.dtype) * dt
+    speed = v.norm(dim=-1)
+    h0 = torch.where(speed >= MIN_HEADING_SPEED, torch.atan2(v[:, 1], v[:, 0]), torch.zeros_like(speed))[:, None]
+    w = torch.where(ego[:, 10] > 0.5, ego[:, 4], torch.where(ego[:, 27] > 0.5, -ego[:, 23] / dt, torch.zeros_like(speed)))[:, None]
+    th = h0 + w * t[None]
+    turning = w.abs() >= MIN_YAW_RATE
+    safe_w = torch.where(turning, w, torch.ones_like(w))
+    s = speed[:, None]
+    x = torch.where(turning, s / safe_w * (th.sin() - h0.sin()), s * t[None] * h0.cos())
+    y = torch.where(turning, s / safe_w * (h0.cos() - th.cos()), s * t[None] * h0.sin())
+    return torch.stack([x, y], -1)
+
+
+def ego_trend(ego: torch.Tensor, dt: float = STEP_SECONDS) -> torch.Tensor:
+    """(B, 28) ego vector -> (B, :data:`EGO_TREND_FEATURES`) speed trend from the history poses
+    (-2.0 ... -0.5 s, ego frame) and the origin: velocity over each 0.5 s interval (m/s / 10; 0 where
+    an end pose is missing) and its validity."""
+    hist, hmask = ego[:, 12:24].reshape(-1, 4, 3)[..., :2], ego[:, 24:28]
+    pts = torch.cat([hist, hist.new_zeros(hist.shape[0], 1, 2)], 1)
+    ok = torch.cat([hmask, hmask.new_ones(hmask.shape[0], 1)], 1)
+    valid = ok[:, 1:] * ok[:, :-1]
+    vel = (pts[:, 1:] - pts[:, :-1]) / dt * valid[..., None] / 10.0
+    return torch.cat([vel.flatten(1), valid], -1)
+
+
 def ego_kinematics(ego: torch.Tensor) -> torch.Tensor:
     """(B, 28) ego vector -> (B, 10) normalised kinematics (:data:`EGO_KINEMATIC_FEATURES`)."""
     status = ego[:, :6] * ego[:, 6:12] / ego.new_tensor(STATUS_SCALE)
@@ -54,20 +103,37 @@ class WaypointHead(nn.Module):
     the CV rollout (a learned-temperature prior favouring the mode consistent with the current
     speed). Without ``ego`` the gate and the kinematic terms are off (plain anchor + offset).
 
+    ``prior="kinematic"`` replaces the anchor/gate base by a residual over kinematic priors:
+    ``w = sum_p softmax_p(blend[k])[p] * prior_p + s * reg(h)``, priors p = constant velocity, CTRV
+    (:func:`ctrv_rollout`) and lane following (``lane_prior``, :mod:`dsdrive.student.lane_prior`;
+    the CTRV rollout where none is given), the blend a learned (K, 3, T, 2) table starting uniform,
+    ``reg`` and the mode classifier zero-initialised: the untrained head plans the mean of the three
+    priors for every mode, and training adds only what the data supports (AD-MLP's "prior + learned
+    correction", Zhai et al., arXiv 2305.10430). The ego projection also reads the speed trend
+    (:func:`ego_trend`). Without ``ego`` (the ego-status ablation) it is anchor + offset, as above.
+
     Args:
         hidden_size: H, the backbone hidden size.
         num_commands, num_modes, future_steps: K, M, T (3, 6, 6).
         offset_scale: metres per unit of the regression output.
         gate_init: initial gate in (0, 1); 0 disables the CV pull (parameters still exist).
+        prior: one of :data:`WAYPOINT_PRIORS`; ``cv_gate`` (default) is the head described first.
+
+    Raises:
+        ValueError: an unknown ``prior``.
     """
 
     def __init__(self, hidden_size: int, num_commands: int, num_modes: int, future_steps: int, offset_scale: float = 1.0,
-                 gate_init: float = 0.5):
+                 gate_init: float = 0.5, prior: str = "cv_gate"):
         super().__init__()
+        if prior not in WAYPOINT_PRIORS:
+            raise ValueError(f"WaypointHead: prior {prior!r}, expected one of {WAYPOINT_PRIORS}")
         self.k, self.m, self.t = num_commands, num_modes, future_steps
+        self.prior = prior
         self.offset_scale = float(offset_scale)
         self.norm = nn.LayerNorm(hidden_size)
-        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES, hidden_size)
+        kinematic = prior == "kinematic"
+        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES + (EGO_TREND_FEATURES if kinematic else 0), hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU())
         self.reg = nn.Linear(hidden_size, future_steps * 2)
         self.cls = nn.Linear(hidden_size, 1)
@@ -77,23 +143,86 @@ class WaypointHead(nn.Module):
         self.gate = nn.Parameter(torch.full((num_commands * num_modes, future_steps, 2), math.log(g / (1 - g))))
         self.gate_enabled = gate_init > 0
         self.prior_temp = nn.Parameter(torch.tensor(0.0))  # logit bias = -exp(temp) * mean L2(anchor, cv)
+        if kinematic:  # untrained head = the uniform blend of the priors, for every mode
+            nn.init.zeros_(self.reg.weight)
+            nn.init.zeros_(self.cls.weight)
+            nn.init.zeros_(self.cls.bias)
+            self.prior_blend = nn.Parameter(torch.zeros(num_commands, NUM_KINEMATIC_PRIORS, future_steps, 2))
 
-    def forward(self, query_states: torch.Tensor, anchors: torch.Tensor, ego: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: query_states (B, K*M, H); anchors (K, M, T, 2) metres; ego (B, 28) ego vector or None.
+    @torch.no_grad()
+    def fit_prior_blend(self, ego: torch.Tensor, command: torch.Tensor, future: torch.Tensor, future_mask: torch.Tensor,
+                        lane_prior: torch.Tensor | None = None, steps: int = 300, lr: float = 0.05) -> dict:
+        """Fit the ``kinematic`` head's blend table to training samples before training, as the planning
+        vocabulary is fitted (DistillDrive's k-means): full-batch Adam on the mean L2 (m) of the blended
+        prior against the ground-truth future over valid steps, from a uniform blend; deterministic.
+
+        Args:
+            ego (N, 28) ego vectors; command (N,) long; future (N, T, 2+) metres ego frame; future_mask
+            (N, T) bool; lane_prior (N, T, 2) or None; steps, lr: the optimisation.
+
+        Returns:
+            ``{"l2_uniform": m, "l2_fitted": m, "weights": (K, 3) mean weight per command and prior}``.
+
+        Raises:
+            ValueError: the head is not ``prior="kinematic"``, or no sample has a valid step.
+        """
+        if self.prior != "kinematic":
+            raise ValueError(f"WaypointHead.fit_prior_blend: prior is {self.prior!r}, not 'kinematic'")
+        w = future_mask.to(ego.dtype)
+        if float(w.sum()) == 0:
+            raise ValueError("WaypointHead.fit_prior_blend: no training sample has a valid future step")
+        ctrv = ctrv_rollout(ego, self.t)
+        priors = torch.stack([constant_velocity_rollout(ego, self.t), ctrv, ctrv if lane_prior is None else lane_prior.to(ego.dtype)], 1)
+        gt = future[..., :2].to(ego.dtype)
+        logits = torch.zeros_like(self.prior_blend, dtype=ego.dtype)
+        def loss_of(lg):
+            base = (torch.softmax(lg, 1)[command] * priors).sum(1)  # (N, T, 2)
+            return ((base - gt).norm(dim=-1) * w).sum() / w.sum()
+        uniform = float(loss_of(logits))
+        with torch.enable_grad():
+            logits.requires_grad_(True)
+            opt = torch.optim.Adam([logits], lr=lr)
+            for _ in range(steps):
+                opt.zero_grad()
+                loss = loss_of(logits)
+                loss.backward()
+                opt.step()
+        self.prior_blend.copy_(logits.detach().to(self.prior_blend.dtype))
+        return {"l2_uniform": round(uniform, 4), "l2_fitted": round(float(loss_of(logits.detach())), 4),
+                "weights": torch.softmax(logits.detach(), 1).mean((2, 3)).round(decimals=3).tolist()}
+
+    def kinematic_base(self, ego: torch.Tensor, lane_prior: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 28) ego vector, optional (B, T, 2) lane prior -> (B, K, T, 2) blended kinematic prior (metres, ego frame)."""
+        ctrv = ctrv_rollout(ego, self.t)
+        lane = ctrv if lane_prior is None else lane_prior.to(ctrv.dtype)
+        priors = torch.stack([constant_velocity_rollout(ego, self.t), ctrv, lane], 1)  # (B, P, T, 2)
+        w = torch.softmax(self.prior_blend, dim=1).to(priors.dtype)  # (K, P, T, 2)
+        return (w[None] * priors[:, None]).sum(2)
+
+    def forward(self, query_states: torch.Tensor, anchors: torch.Tensor, ego: torch.Tensor | None = None,
+                lane_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: query_states (B, K*M, H); anchors (K, M, T, 2) metres; ego (B, 28) ego vector or None;
+        lane_prior (B, T, 2) metres ego frame or None (read by ``prior="kinematic"`` only).
 
         Returns:
             waypoints (B, K, M, T, 2) metres ego frame, logits (B, K, M).
         """
         b = query_states.shape[0]
         x = self.norm(query_states)
+        kinematic = self.prior == "kinematic"
         if ego is not None:
-            x = x + self.ego_proj(ego_kinematics(ego.to(x.dtype)))[:, None]
+            feats = ego_kinematics(ego.to(x.dtype))
+            if kinematic:
+                feats = torch.cat([feats, ego_trend(ego.to(x.dtype))], -1)
+            x = x + self.ego_proj(feats)[:, None]
         h = self.mlp(x)
         offsets = self.reg(h).reshape(b, self.k, self.m, self.t, 2) * self.offset_scale
         logits = self.cls(h).reshape(b, self.k, self.m)
         a = anchors[None].to(offsets.dtype)
         if ego is None:
             return a + offsets, logits
+        if kinematic:
+            return self.kinematic_base(ego.to(offsets.dtype), lane_prior)[:, :, None] + offsets, logits
         cv = constant_velocity_rollout(ego.to(offsets.dtype), self.t)[:, None, None]  # (B, 1, 1, T, 2)
         logits = logits - self.prior_temp.exp() * (a - cv).norm(dim=-1).mean(-1)
         base = a + torch.sigmoid(self.gate).reshape(1, self.k, self.m, self.t, 2) * (cv - a) if self.gate_enabled else a
@@ -148,3 +277,14 @@ def with_heading(xy: torch.Tensor) -> torch.Tensor:
     """(..., T, 2) ego-frame waypoints (m) -> (..., T, 3) with the heading (rad) of
     :func:`dsdrive.geometry.trajectory_yaw` (start yaw 0; no gradient through the heading)."""
     return torch.cat([xy, trajectory_yaw_tensor(xy)[..., None]], -1)
+
+
+def fit_prior_blend_on_items(head: WaypointHead, items: list[dict]) -> dict:
+    """:meth:`WaypointHead.fit_prior_blend` on a StudentProcessor's encoded training items (keys ``ego``,
+    ``command``, ``ego_future``, ``ego_future_mask``, and ``lane_prior`` when every item has one)."""
+    ego = torch.from_numpy(np.stack([x["ego"] for x in items])).float()
+    command = torch.tensor([int(x["command"]) for x in items])
+    future = torch.from_numpy(np.stack([x["ego_future"] for x in items])).float()
+    mask = torch.from_numpy(np.stack([x["ego_future_mask"] for x in items])).bool()
+    lane = torch.from_numpy(np.stack([x["lane_prior"] for x in items])).float() if all("lane_prior" in x for x in items) else None
+    return head.fit_prior_blend(ego, command, future, mask, lane)

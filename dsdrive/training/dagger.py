@@ -16,7 +16,8 @@ Per fold F (held-out scenes ``make_folds(sorted scene ids, folds)[F]``: never ro
 training, never trained on) and iteration i, under ``OUT/fold_F/iter_i/``:
 
 * ``rollout/`` (i >= 1): the :class:`~dsdrive.data.types.PlanningInputs` built at every replanning
-  step (2 Hz) while student i-1 drives each training scene, saved as planning samples
+  step (2 Hz) while student i-1 drives each training scene (with ``beta0 > 0``: DAgger's mixture,
+  :class:`ExpertMixture`, PDM-Closed driving a step with probability beta_i), saved as planning samples
   (:func:`dsdrive.data.dataset.save_samples`; ``source="metadrive"``, ``ego_source="on_policy"``: a
   provenance tag, never an input; targets empty, masks False), ``world.json`` (the simulator pose
   and scenario file of each state, for the labeller), ``summary.json`` (states, perturbations,
@@ -25,7 +26,8 @@ training, never trained on) and iteration i, under ``OUT/fold_F/iter_i/``:
 * ``labels/`` (i >= 1): the same samples labelled by PDM-Closed from the simulator state: the
   closed-loop plan (route = the log's path from the ego's place on it, drivable area of the
   scenario, destination at the log's end: exactly :meth:`PDMClosedPlanner.plan_in_world`) is
-  ``targets.ego_future`` (6, 3, ego frame, mask True) and the PDM-Closed annotator's annotation
+  ``targets.ego_future`` (6, 3, ego frame, mask True; PDM-Closed with the label settings of
+  :class:`DaggerConfig`: target speed, IDM headway and gap) and the PDM-Closed annotator's annotation
   (:class:`~dsdrive.annotation.annotators.pdm_closed.PDMClosedAnnotator`: meta-action, risk,
   explanation of that plan) is ``annotation``; agent futures are not known (mask False): the
   logged future is never read. ``summary.json`` lists failures (a state PDM-Closed cannot plan).
@@ -96,6 +98,60 @@ def empty_targets(inputs: PlanningInputs) -> PlanningTargets:
                            np.zeros((n, AGENT_FUTURE_STEPS, 3), np.float32), np.zeros((n, AGENT_FUTURE_STEPS), bool))
 
 
+# ------------------------------------------------------------------------------------------ the expert
+def expert_planner(cfg: DaggerConfig | None = None, cls=None):
+    """PDM-Closed with the label settings of ``cfg`` (None: PDM-Closed's defaults): the IDM headway
+    and minimum gap, and the scene's speed band (``label_speed log``) or 13.9 m/s (``fixed``).
+    ``cls``: a :class:`~dsdrive.planners.pdm_closed.PDMClosedPlanner` subclass to build."""
+    from dsdrive.planners.pdm_closed import PDM_IDM, PDMClosedPlanner
+
+    cls = cls or PDMClosedPlanner
+    if cfg is None:
+        return cls()
+    return cls(idm=replace(PDM_IDM, headway=cfg.label_idm_headway, s0=cfg.label_idm_s0),
+               log_speed_margin=cfg.label_speed_margin if cfg.label_speed == "log" else None)
+
+
+class ExpertMixture:
+    """DAgger's mixture policy (Ross, Gordon & Bagnell, AISTATS 2011): at each replanning step the
+    expert drives with probability ``beta``, the student otherwise.
+
+    A closed-loop planner that reads the world (``reads_world``, :mod:`dsdrive.evaluation.closed_loop.rollout`):
+    ``set_world`` goes to the expert; ``plan_in_world(inputs, ego_xy, ego_yaw, t_now)`` returns the
+    expert's closed-loop plan (:meth:`~dsdrive.planners.pdm_closed.PDMClosedPlanner.plan_in_world`)
+    or ``(student.compute_trajectory(inputs), None)``: (6, 3) ego-frame waypoints at +0.5 ... +3.0 s.
+    Draws come from ``(seed, iteration)`` in call order (a rerun of the same rollouts mixes
+    identically); ``decisions`` lists them (True: the expert drove that step).
+
+    Raises:
+        ValueError: ``beta`` outside [0, 1].
+    """
+
+    name = "dagger_mixture"
+    reads_world = True
+
+    def __init__(self, student, expert, beta: float, seed: int, iteration: int) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"ExpertMixture: beta={beta!r}, expected in [0, 1]")
+        self.student, self.expert, self.beta = student, expert, float(beta)
+        self._rng = np.random.default_rng([seed, iteration, 0xDA66])
+        self.decisions: list[bool] = []
+
+    def set_world(self, route, drivable_area=None) -> None:
+        self.expert.set_world(route, drivable_area)
+
+    def compute_trajectory(self, inputs: PlanningInputs) -> np.ndarray:
+        """The student's plan (open-loop use: no world to hand the expert)."""
+        return self.student.compute_trajectory(inputs)
+
+    def plan_in_world(self, inputs: PlanningInputs, ego_xy: np.ndarray, ego_yaw: float, t_now: float):
+        expert = bool(self._rng.random() < self.beta)
+        self.decisions.append(expert)
+        if expert:
+            return self.expert.plan_in_world(inputs, ego_xy, ego_yaw, t_now)
+        return self.student.compute_trajectory(inputs), None
+
+
 # ------------------------------------------------------------------------------------------ rollouts
 class DartPerturbation:
     """Seeded steering noise on the executed action (DART, Laskey et al., CoRL 2017).
@@ -152,7 +208,9 @@ class OnPolicyRecorder:
 
 def collect_rollouts(ckpt: Path, work, cfg: DaggerConfig, iteration: int, map_names: dict[str, str], out: Path) -> dict:
     """Roll out the student of ``ckpt`` on the working copy ``work`` (training scenes) with DART
-    perturbations; write ``out/`` (samples), ``out/world.json``, ``out/summary.json``, ``out/done``."""
+    perturbations (and, with ``cfg.beta(iteration) > 0``, the expert driving some steps:
+    :class:`ExpertMixture`); write ``out/`` (samples), ``out/world.json`` (``expert_drove`` per
+    state), ``out/summary.json``, ``out/done``."""
     from dsdrive.data.dataset import save_samples
     from dsdrive.evaluation.closed_loop.metrics import scenario_metrics
     from dsdrive.evaluation.closed_loop.rollout import RolloutConfig, run_closed_loop
@@ -162,16 +220,22 @@ def collect_rollouts(ckpt: Path, work, cfg: DaggerConfig, iteration: int, map_na
     files = {s: str(Path(work.directory) / f) for f, s in zip(work.files, work.scene_ids)}
     pert = DartPerturbation(cfg.perturb_prob, cfg.perturb_steer, cfg.perturb_steps, cfg.seed, iteration)
     rec = OnPolicyRecorder(iteration, files, pert)
-    rollouts = run_closed_loop(work, StudentPlanner(ckpt), RolloutConfig(traffic=cfg.traffic, max_steps=cfg.rollout_max_steps, explain=False),
+    beta = cfg.beta(iteration)
+    planner = StudentPlanner(ckpt) if beta == 0 else ExpertMixture(StudentPlanner(ckpt), expert_planner(cfg), beta, cfg.seed, iteration)
+    rollouts = run_closed_loop(work, planner, RolloutConfig(traffic=cfg.traffic, max_steps=cfg.rollout_max_steps, explain=False),
                                progress=False, hooks=rec)
     samples = [PlanningSample("metadrive", map_names.get(r["scene_id"], ""), r["t_now"], r["inputs"], empty_targets(r["inputs"]),
                               ego_source=ON_POLICY) for r in rec.records]
-    world = {r["inputs"].sample_id: {k: r[k] for k in ("scene_id", "step", "t_now", "ego_xy", "ego_yaw", "file", "route_ends", "perturbed")}
-             for r in rec.records}
+    drove = getattr(planner, "decisions", [False] * len(rec.records))
+    if len(drove) != len(rec.records):
+        raise RuntimeError(f"{out}: {len(rec.records)} recorded states but {len(drove)} mixture decisions")
+    world = {r["inputs"].sample_id: {**{k: r[k] for k in ("scene_id", "step", "t_now", "ego_xy", "ego_yaw", "file", "route_ends", "perturbed")},
+                                     "expert_drove": e} for r, e in zip(rec.records, drove)}
     write_json_atomic(out / "world.json", world)
     save_samples(samples, out / "samples")
     per_scene = [scenario_metrics(r) for r in rollouts]
     summary = {"states": len(samples), "perturbed_states": sum(r["perturbed"] for r in rec.records), "perturbations": pert.windows,
+               "beta": beta, "expert_driven_states": int(sum(drove)),
                "scenes": {m["scene_id"]: {k: m.get(k) for k in ("status", "route_completion", "pdms", "steps", "failure")} for m in per_scene},
                "wall_s": time.perf_counter() - t0}
     write_json_atomic(out / "summary.json", _plain(summary))
@@ -180,27 +244,30 @@ def collect_rollouts(ckpt: Path, work, cfg: DaggerConfig, iteration: int, map_na
 
 
 # ------------------------------------------------------------------------------------------ labels
-def _world_labeller():
+def _world_labeller(cfg: DaggerConfig | None = None):
     from dsdrive.planners.pdm_closed import PDMClosedPlanner
 
     class WorldLabeller(PDMClosedPlanner):
-        """PDM-Closed whose ``plan`` uses the drivable-area test and destination of the state being
-        labelled (as :meth:`PDMClosedPlanner.plan_in_world`) and keeps its last result."""
+        """PDM-Closed whose ``plan`` uses the drivable-area test, destination and speed limit of the
+        state being labelled (as :meth:`PDMClosedPlanner.plan_in_world`) and keeps its last result."""
 
         area = None
         goal = False
+        limit = None
         last = None
 
-        def plan(self, inputs, route_xy=None, area=None, goal=False):
-            self.last = super().plan(inputs, route_xy, area if area is not None else self.area, goal or self.goal)
+        def plan(self, inputs, route_xy=None, area=None, goal=False, speed_limit=None):
+            self.last = super().plan(inputs, route_xy, area if area is not None else self.area, goal or self.goal,
+                                     speed_limit if speed_limit is not None else self.limit)
             return self.last
 
-    return WorldLabeller()
+    return expert_planner(cfg, WorldLabeller)
 
 
-def label_states(rollout_dir: Path, out: Path) -> dict:
+def label_states(rollout_dir: Path, out: Path, cfg: DaggerConfig | None = None) -> dict:
     """Label every recorded state of ``rollout_dir`` with PDM-Closed from the simulator state (see the
-    module docstring); write ``out/samples``, ``out/summary.json``, ``out/done``."""
+    module docstring; label settings from ``cfg``, None: PDM-Closed's defaults); write
+    ``out/samples``, ``out/summary.json``, ``out/done``."""
     from dsdrive.annotation.annotators.pdm_closed import PDMClosedAnnotator
     from dsdrive.data.dataset import load_samples, save_samples
     from dsdrive.data.safe_pickle import load_pickle
@@ -211,7 +278,7 @@ def label_states(rollout_dir: Path, out: Path) -> dict:
 
     t0 = time.perf_counter()
     world = _read(rollout_dir / "world.json")
-    labeller = _world_labeller()
+    labeller = _world_labeller(cfg)
     annotator = PDMClosedAnnotator(planner=labeller)
     scenes: dict[str, tuple] = {}
     labelled, failures = [], []
@@ -237,6 +304,7 @@ def label_states(rollout_dir: Path, out: Path) -> dict:
         route_xy = global_to_ego(route.xy[max(i - 10, 0):], xy, yaw)
         labeller.area = None if area is None else world_area_test(area, xy, yaw)
         labeller.goal = True
+        labeller.limit = labeller.world_speed_limit(route, i)
         try:
             ann = annotator.annotate_one(s, route_xy)
         except ValueError as e:
@@ -247,6 +315,8 @@ def label_states(rollout_dir: Path, out: Path) -> dict:
         labelled.append(replace(s, targets=targets, annotation=ann.model_dump(mode="json")))
     save_samples(labelled, out / "samples")
     summary = {"labelled": len(labelled), "failures": failures, "labeller": "pdm-closed (closed-loop world: route, drivable area, destination)",
+               "label_settings": {"idm_headway_s": labeller.idm.headway, "idm_s0_m": labeller.idm.s0,
+                                  "speed": "fixed" if labeller.log_speed_margin is None else f"log band x {1 + labeller.log_speed_margin:g}"},
                "wall_s": time.perf_counter() - t0}
     write_json_atomic(out / "summary.json", summary)
     write_json_atomic(out / "done", {"labelled": len(labelled)})
@@ -334,7 +404,7 @@ def run_iteration(cfg: DaggerConfig, fold: FoldPlan, logged: list[PlanningSample
             maps = {s.scene_id: s.map_name for s in logged}
             collect_rollouts(root / f"iter_{i - 1}" / "checkpoint", fold.work_train, cfg, i, maps, it / "rollout")
         if not (it / "labels" / "done").is_file():
-            label_states(it / "rollout", it / "labels")
+            label_states(it / "rollout", it / "labels", cfg)
     ckpt = it / "checkpoint"
     on_policy = [s for j in range(1, i + 1) for s in load_samples(root / f"iter_{j}" / "labels" / "samples")]
     if not (ckpt / "eval_heldout.json").is_file():

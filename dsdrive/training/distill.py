@@ -40,6 +40,7 @@ the embedded tiny student takes the annotator's tokenizer with ``--tokenizer_pat
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ import torch
 from transformers import TrainerCallback
 from trl import TrlParser
 
+from dsdrive.annotation.reasoning import render_reasoning
 from dsdrive.data.atomic_io import write_json_atomic
 from dsdrive.data.dataset import load_dataset_dir, load_samples
 from dsdrive.data.perception_noise import PerceptionNoiseItems, load_perception_noise
@@ -238,12 +240,21 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive distill") -> int:
     print(f"student: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.2f} M trainable, LoRA {'on' if args.use_lora else 'off'}")
 
     cache, cross = None, False
-    if args.token_kd_weight > 0:  # token-level KD from the annotator's cached top-k (dsdrive.training.token_kd)
+    if args.reasoning_template != "v1":  # another reasoning template version (prompts/reasoning/), e.g. v2: meta-action first
+        processor.reasoning_fn = functools.partial(render_reasoning, version=args.reasoning_template)
+        print(f"reasoning template: reasoning/{args.reasoning_template}")
+    if args.token_kd_weight > 0 or args.teacher_tokens_target:  # token-level KD from the annotator's cached top-k (dsdrive.training.token_kd)
         cache, cross, line = load_token_kd_cache(args, train, processor.tokenizer)
-        print(line)
+        print(line if args.token_kd_weight > 0 else line.split(" (")[0] + ": learnt as hard targets only (teacher_tokens_target, token KD weight 0)")
     elif args.teacher_logprobs:
         print(f"token KD off (token_kd_weight 0): --teacher_logprobs {args.teacher_logprobs} is not read")
     train_set, collator = EncodedSamples(train, processor, teacher_logprobs=cache, cross_tokenizer=cross), StudentDataCollator(processor)
+    if getattr(model.config, "waypoint_prior", "cv_gate") == "kinematic" and args.waypoint_prior_fit and args.use_ego_status:  # fitted on the training samples, as the vocabulary
+        from dsdrive.student.waypoint_head import fit_prior_blend_on_items
+
+        fit = fit_prior_blend_on_items(model.waypoint_head, train_set.items)
+        print(f"kinematic prior blend (CV, CTRV, lane) fitted on the training samples: mean L2 {fit['l2_uniform']} -> {fit['l2_fitted']} m, "
+              f"weights per command {fit['weights']}")
     if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.training.planning_kd)
         collator = setup_planning_kd(model, args, train, train_set.items, collator)
     callbacks = []

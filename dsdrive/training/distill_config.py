@@ -29,6 +29,14 @@ Groups (every field has ``metadata["help"]``):
   ``token_kd_tail`` (renormalize | bucket; bucket needs T = 1), ``token_kd_cross_tokenizer``
   (none = a tokenizer mismatch is an error; uld); ``tokenizer_path`` gives the embedded tiny
   student the annotator's tokenizer instead of training one.
+  ``teacher_tokens_target`` (default false): learn the annotator's own cached tokens even at weight 0
+  (the hard-label SFT arm of a token-KD comparison, on exactly the same text).
+* **EvoDriveVLA hidden-state KD** (:mod:`dsdrive.training.query_hidden_kd`): ``query_hidden_kd_weight``
+  (0 = off, the baseline loss exactly; EvoDriveVLA: 0.2) on the planning queries' final hidden
+  states, ``query_hidden_kd_teacher`` (a same-shape student checkpoint folder, needed when > 0).
+* **Reasoning template** (:mod:`dsdrive.annotation.reasoning`): ``reasoning_template`` (``v1``, the
+  default: Scene, Key objects, Plan, Why; ``v2``: the ``Plan:`` meta-action line first), a version
+  file under ``prompts/reasoning/``.
 * **Perception noise** (:mod:`dsdrive.data.perception_noise`): ``perception_noise`` (``none`` = off;
   ``default``, ``heavy`` or a YAML file): the training inputs pass through the noise model, a fresh
   seeded draw per epoch; targets and the held-out evaluation stay on the ground truth.
@@ -59,6 +67,7 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from dsdrive.student.backbone import resolve_backbone_path  # noqa: F401 (re-exported: recipes and configs import it from here)
+from dsdrive.data.paths import PROMPTS_DIR
 from dsdrive.student.camera_student import CameraStudentArguments
 
 ANNOTATION_COLUMN = "annotation"
@@ -121,6 +130,8 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     risk_points: int = field(default=4, metadata={"help": "sampling points per head in the RiskHead"})
     plan_selection: str = field(default="best", metadata={"help": "student plan: 'best' mode or 'expected' (score-weighted mean of the modes)"})
     waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
+    waypoint_prior_fit: bool = field(default=False, metadata={"help": "with waypoint_prior kinematic: fit the prior blend on the training samples before training (default false: start uniform, the k-fold-measured setting)"})
+    waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity) or 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following)"})
     use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
     sequence_order: str = field(default="plan_first", metadata={"help": "plan_first = [scene][prompt][queries][reasoning] (plan in one pass); reasoning_first = [scene][prompt][reasoning][queries] (DSDrive: the plan reads the generated reasoning)"})
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompt truncation length"})
@@ -146,7 +157,13 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     token_kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T of both sides; the term is scaled by T^2"})
     token_kd_tail: str = field(default="renormalize", metadata={"help": "mass outside the cached top-k: renormalize over the top-k, or bucket (one tail bucket; T = 1 only)"})
     token_kd_cross_tokenizer: str = field(default="none", metadata={"help": "none = an annotator tokenizer unlike the student's is an error; uld = Universal Logit Distillation (sorted top-k probabilities, positions by index)"})
+    # EvoDriveVLA hidden-state KD on the planning queries (dsdrive.training.query_hidden_kd); off at weight 0
+    query_hidden_kd_weight: float = field(default=0.0, metadata={"help": "SmoothL1(student, teacher) on the planning queries' final hidden states (EvoDriveVLA: 0.2); 0 = off"})
+    query_hidden_kd_teacher: str | None = field(default=None, metadata={"help": "frozen student checkpoint of the same shape (needed when query_hidden_kd_weight > 0)"})
     tokenizer_path: str | None = field(default=None, metadata={"help": "embedded tiny backbone: load this tokenizer (e.g. the hf-llm annotator's folder) instead of training one"})
+    teacher_tokens_target: bool = field(default=False, metadata={"help": "learn the annotator's own tokens from --teacher_logprobs even at token_kd_weight 0 (hard-label SFT on the very text token KD distils; false = the rendered annotation)"})
+    # the reasoning template the student learns (prompts/reasoning/<version>.jinja; dsdrive.annotation.reasoning)
+    reasoning_template: str = field(default="v1", metadata={"help": "reasoning template version: v1 = Scene, Key objects, Plan, Why; v2 = the Plan (meta-action) line first"})
     # training-time perception noise on the inputs (dsdrive.data.perception_noise); none = off
     perception_noise: str = field(default="none", metadata={"help": "none | default | heavy | FILE.yaml: train on inputs seen through the perception noise model, a fresh draw per epoch (held-out evaluation stays on ground truth)"})
     # TrainingArguments defaults suited to the student
@@ -196,6 +213,8 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
             bad("sequence_order", "must be 'plan_first' or 'reasoning_first'")
         if not 0.0 <= self.waypoint_cv_gate_init < 1.0:
             bad("waypoint_cv_gate_init", "must be in [0, 1)")
+        if self.waypoint_prior not in ("cv_gate", "kinematic"):
+            bad("waypoint_prior", "must be 'cv_gate' or 'kinematic'")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", "must be in [0, 1)")
         if self.use_lora and not [t for t in self.lora_target_modules.split(",") if t.strip()]:
@@ -226,6 +245,10 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
             bad("teacher_logprobs", "is not a folder (the dsdrive annotate --out folder)")
         if self.tokenizer_path and not Path(self.tokenizer_path).is_dir():
             bad("tokenizer_path", "is not a folder with tokenizer files")
+        if self.teacher_tokens_target and not (self.teacher_logprobs and Path(self.teacher_logprobs).is_dir()):
+            bad("teacher_logprobs", "must name the annotations folder with cached log-probs when teacher_tokens_target is true")
+        if not (PROMPTS_DIR / "reasoning" / f"{self.reasoning_template}.jinja").is_file():
+            bad("reasoning_template", f"has no template {PROMPTS_DIR / 'reasoning' / (str(self.reasoning_template) + '.jinja')}")
         if self.tokenizer_path and self.backbone_path:
             bad("tokenizer_path", "is for the embedded tiny backbone; a backbone_path brings its own tokenizer")
         if self.perception_noise != "none":  # a preset or a YAML file; ValueError names the file, field and value
@@ -235,6 +258,11 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
                 load_perception_noise(self.perception_noise)
             except ValueError as exc:
                 raise ValueError(f"DistillConfig: perception_noise={self.perception_noise!r}: {exc}") from None
+        qw = self.query_hidden_kd_weight
+        if not isinstance(qw, (int, float)) or not math.isfinite(qw) or qw < 0:
+            bad("query_hidden_kd_weight", "must be a finite number >= 0")
+        if qw > 0 and not (self.query_hidden_kd_teacher and (Path(self.query_hidden_kd_teacher) / "config.json").is_file()):
+            bad("query_hidden_kd_teacher", f"must be a student checkpoint folder (with config.json) when query_hidden_kd_weight={qw} > 0")
         if self.planning_kd_teacher and not (Path(self.planning_kd_teacher) / "config.json").is_file():
             bad("planning_kd_teacher", "is not a PlanningTeacher checkpoint folder (no config.json); train one with recipes/planning_teacher.py")
 
@@ -248,6 +276,6 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
         return dict(scene_dim=self.scene_dim, scene_layers=self.scene_layers, max_agents=self.max_agents, max_map=self.max_map,
                     bev_height=self.bev_size, bev_width=self.bev_size, risk_layers=self.risk_layers, risk_points=self.risk_points,
                     risk_footprint_weight=self.risk_footprint_weight, use_meta_action_head=self.meta_action_ce_weight > 0,
-                    waypoint_cv_gate_init=self.waypoint_cv_gate_init, plan_selection=self.plan_selection,
+                    waypoint_cv_gate_init=self.waypoint_cv_gate_init, waypoint_prior=self.waypoint_prior, plan_selection=self.plan_selection,
                     use_ego_status=self.use_ego_status, sequence_order=self.sequence_order, max_new_tokens=self.max_reasoning_tokens,
                     loss_weights=self.loss_weights(), **self.camera_config_kwargs())

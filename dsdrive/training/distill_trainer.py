@@ -13,6 +13,9 @@ cached planning-teacher outputs (:mod:`dsdrive.training.planning_kd`) add the Di
 annotator's cached top-k log-probs (:mod:`dsdrive.training.token_kd`, ``token_kd_weight`` > 0) add
 ``token_kd_weight`` x the token-level KD term on the reasoning tokens (logged unweighted as
 ``token_kd``); with weight 0 nothing is attached and the loss is the baseline's exactly.
+``query_hidden_kd_weight`` > 0 adds EvoDriveVLA's hidden-state KD on the planning queries from a
+frozen same-shape student (:mod:`dsdrive.training.query_hidden_kd`, logged as ``query_hidden_kd``);
+at 0 nothing is loaded.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ class DistillTrainer(LossTermsTrainer):
             tkd = token_kd_term(outputs, token_teacher, inputs.get("reasoning_mask"), self.args)
             outputs.loss = outputs.loss + weight * tkd
             self._terms[mode]["token_kd"].append(float(tkd.detach()))
+        qweight = float(getattr(self.args, "query_hidden_kd_weight", 0.0))
+        if qweight > 0:  # EvoDriveVLA hidden-state KD on the planning queries (dsdrive.training.query_hidden_kd)
+            from dsdrive.training.query_hidden_kd import query_hidden_kd_term
+
+            qkd = query_hidden_kd_term(self, outputs, inputs)
+            outputs.loss = outputs.loss + qweight * qkd
+            self._terms[mode]["query_hidden_kd"].append(float(qkd.detach()))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

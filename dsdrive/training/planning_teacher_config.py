@@ -19,7 +19,9 @@ Groups (every field has ``metadata["help"]``):
   on the predicted and the ground-truth status outside ``forward``, to use parameters twice).
 * **Teacher size** (:class:`dsdrive.distilldrive.PlanningTeacherConfig`): ``hidden_dim``,
   ``agent_layers``, ``num_heads``, ``ffn_dim``, ``num_layers``, ``pos_feats``, ``dropout``,
-  ``max_agents``, ``map_classes``, ``use_ego_history``.
+  ``max_agents``, ``map_classes``, ``use_ego_history``; the ego's own kinematics
+  (``ego_kinematics``, ``kinematic_prior``, ``prior_gate``, ``plan_selection``, ``status_weight``;
+  :mod:`dsdrive.distilldrive.kinematic_prior`, defaults = the published teacher).
 * **Loss variant**: ``cls_variant`` ("label" = stage0_label, "distribution" =
   stage0_distribution), ``dqn_weight`` (0 = no DQN module), ``use_cvae``.
 
@@ -66,6 +68,12 @@ class PlanningTeacherTrainingConfig(TrainingArguments):
     map_classes: str = field(default="lane_centerline,lane_divider,road_edge,ped_crossing",
                              metadata={"help": f"comma-separated map classes read, a subset of {','.join(MAP_TYPES)}"})
     use_ego_history: bool = field(default=True, metadata={"help": "temp_gnn: ego queries attend to the 4 past ego poses"})
+    # the ego's own kinematics (dsdrive.distilldrive.kinematic_prior; defaults = the published teacher)
+    ego_kinematics: bool = field(default=False, metadata={"help": "ego queries also embed the current ego status (vx, vy, ax, ay, yaw rate) and history"})
+    kinematic_prior: str = field(default="none", metadata={"help": "'none', 'cv' or 'ctrv': modes = anchor pulled to the ego's own rollout + a zero-initialised residual"})
+    prior_gate: float = field(default=1.0, metadata={"help": "pull of each anchor towards the kinematic prior, in [0, 1] (1: every mode starts at the prior)"})
+    plan_selection: str = field(default="argmax", metadata={"help": "'argmax' (DistillDrive) or 'expected' (softmax-weighted mean of the rescored command modes)"})
+    status_weight: float = field(default=2.0, metadata={"help": "ego-status L1 weight (DistillDrive: 2.0)"})
     # loss variant
     cls_variant: str = field(default="label", metadata={"help": "'label' (stage0_label: one-hot focal) or 'distribution' (stage0_distribution: soft top-3 KL)"})
     dqn_weight: float = field(default=0.0, metadata={"help": "DQN state-optimisation loss weight; 0 = no DQN module (stage0_label)"})
@@ -115,6 +123,14 @@ class PlanningTeacherTrainingConfig(TrainingArguments):
             bad("num_train_epochs", "must be > 0 when max_steps is -1")
         if not self.learning_rate > 0:
             bad("learning_rate", "must be > 0")
+        if self.kinematic_prior not in ("none", "cv", "ctrv"):
+            bad("kinematic_prior", "must be 'none', 'cv' or 'ctrv'")
+        if not 0.0 <= self.prior_gate <= 1.0:
+            bad("prior_gate", "must be in [0, 1]")
+        if self.plan_selection not in ("argmax", "expected"):
+            bad("plan_selection", "must be 'argmax' or 'expected'")
+        if not math.isfinite(self.status_weight) or self.status_weight < 0:
+            bad("status_weight", "must be a finite number >= 0")
 
     def map_class_list(self) -> list[str]:
         """``map_classes`` as a list (empty entries dropped)."""
@@ -125,4 +141,6 @@ class PlanningTeacherTrainingConfig(TrainingArguments):
         return {"hidden_dim": self.hidden_dim, "agent_layers": self.agent_layers, "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
                 "num_layers": self.num_layers, "pos_feats": self.pos_feats, "dropout": self.dropout, "max_agents": self.max_agents,
                 "map_classes": self.map_class_list(), "use_ego_history": self.use_ego_history, "cls_variant": self.cls_variant,
-                "dqn_weight": self.dqn_weight, "use_cvae": self.use_cvae, "seed": self.seed}
+                "dqn_weight": self.dqn_weight, "use_cvae": self.use_cvae, "seed": self.seed,
+                "ego_kinematics": self.ego_kinematics, "kinematic_prior": self.kinematic_prior, "prior_gate": self.prior_gate,
+                "plan_selection": self.plan_selection, "status_weight": self.status_weight}

@@ -14,6 +14,11 @@ with the student's tokenizer) reads the scene text of ``prompts/teacher/gpt_driv
     Plan: MOVE FORWARD with DECELERATION.
     Why: ...
 
+``--prompt gpt_driver_text_compact_v1`` shows the same facts (8 nearest agents) in about a third of
+the tokens and no answer instructions, for a small LM fine-tuned on the reasoning
+(:mod:`dsdrive.training.text_teacher`); the lines may come in any order (``reasoning/v2`` puts
+``Plan:`` first), each is found by its header.
+
 The meta-action is parsed from the ``Plan:`` line only
 (:func:`dsdrive.annotation.meta_action_text.parse_stated_meta_action`); key objects
 written as ``category at (x, y), reason`` are matched to the listed agent within
