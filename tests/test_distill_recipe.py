@@ -193,3 +193,32 @@ def test_two_process_gloo_accelerate_launch(data_dir, tiny_yaml, tmp_path):
     state = json.loads((out / "eval_heldout.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2]
     assert StudentPlanner(out).compute_trajectories([s.inputs for s in make_samples(2)]).shape == (2, 6, 3)
+
+
+def test_init_from_warm_starts_with_the_checkpoints_weights_and_tokenizer(subprocess_run, data_dir, tiny_yaml, tmp_path):
+    """--init_from: the student built for fine-tuning IS the saved one (weights, tokenizer, vocabulary), then it trains."""
+    from dsdrive.student import StudentModel
+
+    ckpt, _ = subprocess_run
+    saved = StudentModel.from_pretrained(str(ckpt), local_files_only=True).state_dict()
+    script, args = distill.parse_args(["--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(tmp_path / "w"),
+                                       "--init_from", str(ckpt), "--plan_selection", "expected"])
+    model, processor = distill.build_student(args, [])
+    got = model.state_dict()
+    assert got.keys() == saved.keys() and all(torch.equal(got[k], saved[k]) for k in saved)
+    assert model.config.plan_selection == "expected"  # the recipe's non-architectural settings apply
+    assert processor.tokenizer.get_vocab() == type(processor).from_pretrained(ckpt).tokenizer.get_vocab()
+    rc = distill.main(["--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(tmp_path / "w"),
+                       "--init_from", str(ckpt), "--max_steps", "1", "--eval_open_loop", "false"])
+    assert rc == 0
+    tuned = StudentModel.from_pretrained(str(tmp_path / "w"), local_files_only=True).state_dict()
+    assert not all(torch.equal(tuned[k], saved[k]) for k in saved)  # one optimizer step moved the weights
+
+
+def test_init_from_with_another_architecture_fails_naming_field(subprocess_run, data_dir, tiny_yaml, tmp_path):
+    ckpt, _ = subprocess_run
+    with pytest.raises(ValueError, match=r"init_from checkpoint has scene_dim=16, but the recipe sets scene_dim=32"):
+        distill.main(["--config", str(tiny_yaml), "--data", str(data_dir), "--output_dir", str(tmp_path / "w"),
+                      "--init_from", str(ckpt), "--scene_dim", "32"])
+    with pytest.raises(ValueError, match="init_from=.*config.json"):
+        DistillConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, init_from=str(tmp_path))

@@ -6,6 +6,7 @@ Run as (``dsdrive distill`` and ``recipes/distill.py`` are the same command, :fu
     dsdrive distill --config recipes/configs/tiny/distill.yaml --max_steps 20 --output_dir outputs/ckpt/s
     dsdrive distill --config recipes/configs/tiny/distill.yaml --val_scenes none --output_dir outputs/ckpt/all
     dsdrive distill --config recipes/configs/tiny/distill.yaml --sequence_order reasoning_first   # plan reads the reasoning
+    dsdrive distill --config recipes/configs/tiny/distill.yaml --init_from outputs/ckpt/pretrained_metadrive   # warm start
     python recipes/distill.py --config recipes/configs/tiny/distill.yaml --max_steps 4 --save_steps 2 \
         --save_strategy steps --output_dir outputs/ckpt/s --resume_from_checkpoint outputs/ckpt/s/checkpoint-2
     accelerate launch --config_file recipes/accelerate_configs/cpu_ddp_gloo.yaml recipes/distill.py \
@@ -103,6 +104,8 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
         from dsdrive.student.camera_student import build_camera_student
 
         return build_camera_student(args, train)
+    if args.init_from:
+        return warm_start_student(args)
 
     if args.backbone_path:
         path = resolve_backbone_path(args.backbone_path)
@@ -127,6 +130,39 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
     model = StudentModel.from_backbone(backbone, vocabulary=PlanningVocabulary.fit(train, seed=args.seed),
                                        backbone_name_or_path=args.backbone_path or "embedded-tiny-qwen2", **args.student_config_kwargs())
     processor = StudentProcessor(tokenizer, model.config, args.max_prompt_tokens, args.max_reasoning_tokens)
+    return model, processor
+
+
+WARM_START_FIELDS = ("scene_dim", "scene_layers", "max_agents", "max_map", "bev_height", "bev_width", "risk_layers",
+                     "risk_points", "use_meta_action_head", "waypoint_prior", "use_ego_status", "sequence_order")
+"""StudentConfig fields a warm start must share with the recipe (they shape the weights or the inputs)."""
+
+
+def warm_start_student(args: DistillConfig) -> tuple[StudentModel, StudentProcessor]:
+    """The student of ``args.init_from`` (a ``dsdrive distill`` output folder): its weights, tokenizer
+    and planning vocabulary, with this recipe's loss weights, plan selection and reasoning cap, to be
+    fine-tuned (e.g. pretrained on MetaDrive procedural scenes, then trained on nuScenes).
+
+    Raises:
+        ValueError: a field of :data:`WARM_START_FIELDS` differs between the checkpoint and the recipe,
+            or the recipe asks for another backbone than the checkpoint's; the message names the folder,
+            field and both values.
+    """
+    path = Path(args.init_from)
+    model = StudentModel.from_pretrained(str(path), local_files_only=True)
+    want = args.student_config_kwargs()
+    for name in WARM_START_FIELDS:
+        if getattr(model.config, name) != want[name]:
+            raise ValueError(f"{path}/config.json: init_from checkpoint has {name}={getattr(model.config, name)!r}, "
+                             f"but the recipe sets {name}={want[name]!r}; train with the checkpoint's value or start fresh")
+    if args.backbone_path and model.config.backbone_name_or_path != args.backbone_path:
+        raise ValueError(f"{path}/config.json: init_from checkpoint has backbone_name_or_path={model.config.backbone_name_or_path!r}, "
+                         f"but the recipe sets backbone_path={args.backbone_path!r}")
+    for name in ("loss_weights", "plan_selection", "max_new_tokens"):
+        setattr(model.config, name, want[name])
+    processor = StudentProcessor.from_pretrained(path, config=model.config)
+    processor.max_prompt_tokens, processor.max_reasoning_tokens = args.max_prompt_tokens, args.max_reasoning_tokens
+    print(f"warm start from {path}: its weights, tokenizer ({len(processor.tokenizer)} tokens) and planning vocabulary")
     return model, processor
 
 

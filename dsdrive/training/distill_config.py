@@ -130,6 +130,7 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     risk_points: int = field(default=4, metadata={"help": "sampling points per head in the RiskHead"})
     plan_selection: str = field(default="best", metadata={"help": "student plan: 'best' mode or 'expected' (score-weighted mean of the modes)"})
     waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
+    init_from: str | None = field(default=None, metadata={"help": "warm start: a saved student checkpoint folder (e.g. pretrained on MetaDrive procedural scenes) whose weights, tokenizer and planning vocabulary replace the fresh ones; its architecture must match this recipe's"})
     waypoint_prior_fit: bool = field(default=False, metadata={"help": "with waypoint_prior kinematic: fit the prior blend on the training samples before training (default false: start uniform, the k-fold-measured setting)"})
     waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity) or 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following)"})
     use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
@@ -213,6 +214,10 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
             bad("sequence_order", "must be 'plan_first' or 'reasoning_first'")
         if not 0.0 <= self.waypoint_cv_gate_init < 1.0:
             bad("waypoint_cv_gate_init", "must be in [0, 1)")
+        if self.init_from is not None and not (Path(self.init_from) / "config.json").is_file():
+            bad("init_from", "must be a student checkpoint folder with a config.json (dsdrive distill --output_dir)")
+        if self.init_from is not None and self.scene_inputs != "objects":
+            bad("init_from", "warm start is for the object-token student (scene_inputs objects)")
         if self.waypoint_prior not in ("cv_gate", "kinematic"):
             bad("waypoint_prior", "must be 'cv_gate' or 'kinematic'")
         if not 0.0 <= self.lora_dropout < 1.0:
