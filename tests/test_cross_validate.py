@@ -192,3 +192,14 @@ def test_stage_table_and_wrapper_name_the_command():
     assert SUBCOMMANDS["cross-validate"][:2] == ("dsdrive.evaluation.cross_validate", "main")
     wrapper = Path(__file__).resolve().parents[1] / "eval" / "cross_validate.py"
     assert "from dsdrive.evaluation.cross_validate import main" in wrapper.read_text()
+
+
+def test_warm_start_planner_needs_init_from_and_pairs_with_the_student(tmp_path):
+    """student_warm_start without --init_from would silently be the student again: refused before anything runs."""
+    args = cv.build_parser().parse_args(["--data", str(tmp_path), "--folds", "2", "--planner", "constant_velocity",
+                                         "student_warm_start", "--out", str(tmp_path / "cv")])
+    with pytest.raises(ValueError, match="student_warm_start needs --planner-args"):
+        cv.run(args)
+    assert not (tmp_path / "cv").exists()
+    assert ("student_warm_start", "student") in cv.NATURAL_PAIRS
+    assert cv.RECIPES["student_warm_start"].args == cv.RECIPES["student"].args

@@ -22,8 +22,10 @@ ego-status ablation of AD-MLP / Li et al. CVPR 2024), ``student_reasoning_first`
 planning-teacher``, privileged: it reads ground-truth agent futures) and ``student_kd`` (distill with
 ``distill_kd.yaml`` and the SAME fold x seed's planning teacher); ``planning_teacher_kinematic`` /
 ``student_kd_kinematic`` are the same with ``train_kinematic.yaml`` (the teacher also knows its own
-kinematics and plans a residual on its CTRV rollout). ``--planner-args NAME="ARGS"``
-appends flags to a planner's training command (later flags override).
+kinematics and plans a residual on its CTRV rollout); ``student_warm_start`` is the student recipe
+fine-tuned from a saved student (``--planner-args student_warm_start="--init_from CKPT"``, required:
+e.g. a student pretrained on MetaDrive procedural scenes, which never saw a nuScenes scene).
+``--planner-args NAME="ARGS"`` appends flags to a planner's training command (later flags override).
 
 Resumable: each (planner, fold, seed) writes ``OUT/runs/PLANNER/foldF-seedS/`` (``checkpoint/``,
 ``train.log``, ``train.json`` after training, ``result.json`` with per-sample metrics and scene ids
@@ -93,6 +95,7 @@ RECIPES: dict[str, PlannerRecipe] = {
     "student": PlannerRecipe("student", "dsdrive.training.distill", _STUDENT),
     "student_no_ego": PlannerRecipe("student", "dsdrive.training.distill", (*_STUDENT, "--use_ego_status", "false")),
     "student_reasoning_first": PlannerRecipe("student", "dsdrive.training.distill", (*_STUDENT, "--sequence_order", "reasoning_first")),
+    "student_warm_start": PlannerRecipe("student", "dsdrive.training.distill", _STUDENT),
     "planning_teacher": PlannerRecipe("planning_teacher", "dsdrive.training.planning_teacher",
                                       ("--config", str(CONFIGS / "planning_teacher" / "train_distribution.yaml"), "--disable_tqdm", "true")),
     "student_kd": PlannerRecipe("student", "dsdrive.training.distill",
@@ -105,9 +108,10 @@ RECIPES: dict[str, PlannerRecipe] = {
                                           teacher="planning_teacher_kinematic"),
 }
 """Cross-validated planners by name (see the module docstring)."""
-NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_kd_kinematic", "student"), ("student_reasoning_first", "student"))
+NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_kd_kinematic", "student"), ("student_reasoning_first", "student"),
+                 ("student_warm_start", "student"))
 """Comparisons added whenever both planners run (the ego-status ablation, the gain of planning KD,
-reasoning-first vs plan-first ordering)."""
+reasoning-first vs plan-first ordering, the gain of a warm start / pretraining)."""
 
 
 # ---------------------------------------------------------------------------------------------- folds
@@ -446,6 +450,9 @@ def run(args: argparse.Namespace) -> dict:
             raise ValueError(f"--compare {c}: expected A:B with both among --planner {planners}")
     pairs += [pr for pr in NATURAL_PAIRS if set(pr) <= set(planners) and pr not in pairs]
     extra = _planner_args(args.planner_args)
+    if "student_warm_start" in planners and "--init_from" not in extra.get("student_warm_start", []):
+        raise ValueError('--planner student_warm_start needs --planner-args student_warm_start="--init_from CKPT" '
+                         "(a saved student to fine-tune); without it the planner is the student recipe again")
 
     samples = load_samples(args.data)
     folds = make_folds([s.scene_id for s in samples], args.folds)
