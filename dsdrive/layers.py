@@ -4,6 +4,8 @@
   metres, time indices), in SparseDrive's ``pos2posemb`` form (swc-17/SparseDrive), rewritten.
 * :func:`trajectory_yaw_tensor`: :func:`dsdrive.geometry.trajectory_yaw` (the project's one
   heading-from-waypoints rule) for tensors.
+* :func:`ctrv_arc`: the constant-turn-rate-and-velocity rollout of a velocity and a yaw rate, the
+  kinematic prior of the student's waypoint head and of the planning teacher.
 """
 
 from __future__ import annotations
@@ -71,3 +73,29 @@ def trajectory_yaw_tensor(xy: torch.Tensor, yaw0: torch.Tensor | float = 0.0) ->
     start = yaw0.detach().to("cpu", torch.float64).numpy() if torch.is_tensor(yaw0) else float(yaw0)
     yaw = trajectory_yaw(xy.detach().to("cpu", torch.float64).numpy(), start)
     return torch.from_numpy(np.ascontiguousarray(yaw)).to(device=xy.device, dtype=xy.dtype)
+
+
+MIN_HEADING_SPEED = 0.1
+"""Below this speed (m/s) a CTRV rollout starts along +x (as :class:`dsdrive.planners.constant_velocity.ConstantTurnRatePlanner`)."""
+MIN_YAW_RATE = 1e-6
+"""Below this |yaw rate| (rad/s) the CTRV arc is a straight line."""
+
+
+def ctrv_arc(v: torch.Tensor, yaw_rate: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Constant turn rate and velocity: (B, 2) ego-frame velocity vx, vy (m/s), (B,) yaw rate (rad/s) and
+    (T,) times (s) -> (B, T, 2) cumulative x, y (m, ego frame).
+
+    Speed |v| is held on the closed-form circular arc of
+    :class:`dsdrive.planners.constant_velocity.ConstantTurnRatePlanner`, starting along the direction of
+    travel (+x below :data:`MIN_HEADING_SPEED`); below :data:`MIN_YAW_RATE` the arc is a straight line.
+    """
+    speed = v.norm(dim=-1)
+    h0 = torch.where(speed >= MIN_HEADING_SPEED, torch.atan2(v[:, 1], v[:, 0]), torch.zeros_like(speed))[:, None]
+    w = yaw_rate[:, None]
+    th = h0 + w * t[None]
+    turning = w.abs() >= MIN_YAW_RATE
+    safe_w = torch.where(turning, w, torch.ones_like(w))
+    s = speed[:, None]
+    x = torch.where(turning, s / safe_w * (th.sin() - h0.sin()), s * t[None] * h0.cos())
+    y = torch.where(turning, s / safe_w * (h0.cos() - th.cos()), s * t[None] * h0.sin())
+    return torch.stack([x, y], -1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from dsdrive.data.types import FUTURE_STEPS, STEP_SECONDS
+from dsdrive.layers import ctrv_arc
 
 PRIORS = ("none", "cv", "ctrv")
 """``none``: no prior (anchors only, the published teacher); ``cv``: constant velocity;
@@ -29,10 +30,6 @@ KINEMATIC_FEATURES = 10
 STATUS_SLOTS = (6, 7, 0, 1, 5)
 """Slots of vx, vy, ax, ay, yaw rate in the 10-d status."""
 STATUS_SCALE = (10.0, 10.0, 3.0, 3.0, 0.5)
-MIN_HEADING_SPEED = 0.1
-"""Below this speed (m/s) the direction of travel is the ego's x axis (as the CV planner)."""
-MIN_YAW_RATE = 1e-6
-"""Below this |yaw rate| (rad/s) the CTRV arc is a straight line (as the CTRV planner)."""
 
 
 def ego_velocity(status: torch.Tensor, status_mask: torch.Tensor, ego_history: torch.Tensor) -> torch.Tensor:
@@ -67,17 +64,8 @@ def kinematic_rollout(kind: str, status: torch.Tensor, status_mask: torch.Tensor
     t = torch.arange(1, steps + 1, device=v.device, dtype=v.dtype) * dt
     if kind == "cv":
         return v[:, None, :] * t[None, :, None]
-    speed = v.norm(dim=-1)
-    heading = torch.where(speed >= MIN_HEADING_SPEED, torch.atan2(v[:, 1], v[:, 0]), torch.zeros_like(speed))
-    yaw_rate = torch.where(status_mask[:, 5], status[:, 5], torch.zeros_like(speed))
-    w = yaw_rate[:, None]
-    h0 = heading[:, None]
-    th = h0 + w * t[None]
-    turning = w.abs() >= MIN_YAW_RATE
-    safe_w = torch.where(turning, w, torch.ones_like(w))
-    x = torch.where(turning, speed[:, None] / safe_w * (th.sin() - h0.sin()), speed[:, None] * t[None] * h0.cos())
-    y = torch.where(turning, speed[:, None] / safe_w * (h0.cos() - th.cos()), speed[:, None] * t[None] * h0.sin())
-    return torch.stack([x, y], dim=-1)
+    yaw_rate = torch.where(status_mask[:, 5], status[:, 5], torch.zeros_like(v[:, 0]))
+    return ctrv_arc(v, yaw_rate, t)
 
 
 def kinematic_features(status: torch.Tensor, status_mask: torch.Tensor) -> torch.Tensor:

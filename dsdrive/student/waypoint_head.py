@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dsdrive.constants import FUTURE_STEPS, STEP_SECONDS
-from dsdrive.layers import trajectory_yaw_tensor
+from dsdrive.layers import ctrv_arc, trajectory_yaw_tensor
 
 EGO_KINEMATIC_FEATURES = 10
 """Ego kinematics fed straight to the waypoint head (:func:`ego_kinematics`): vx, vy (m/s / 10),
@@ -44,10 +44,6 @@ NUM_KINEMATIC_PRIORS = 3
 EGO_TREND_FEATURES = 12
 """Speed trend of the ``kinematic`` head (:func:`ego_trend`): the 4 finite-difference velocities
 between consecutive history poses and the origin (vx, vy m/s / 10, ego frame) and their 4 masks."""
-MIN_HEADING_SPEED = 0.1
-"""Below this speed (m/s) the CTRV rollout starts along +x (as the CTRV planner)."""
-MIN_YAW_RATE = 1e-6
-"""Below this |yaw rate| (rad/s) the CTRV arc is a straight line (as the CTRV planner)."""
 
 
 def ctrv_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEPS, dt: float = STEP_SECONDS) -> torch.Tensor:
@@ -61,16 +57,9 @@ def ctrv_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEPS, dt: float 
     """
     v = ego[:, :2] * ego[:, 6:8]
     t = torch.arange(1, future_steps + 1, device=ego.device, dtype=ego.dtype) * dt
-    speed = v.norm(dim=-1)
-    h0 = torch.where(speed >= MIN_HEADING_SPEED, torch.atan2(v[:, 1], v[:, 0]), torch.zeros_like(speed))[:, None]
-    w = torch.where(ego[:, 10] > 0.5, ego[:, 4], torch.where(ego[:, 27] > 0.5, -ego[:, 23] / dt, torch.zeros_like(speed)))[:, None]
-    th = h0 + w * t[None]
-    turning = w.abs() >= MIN_YAW_RATE
-    safe_w = torch.where(turning, w, torch.ones_like(w))
-    s = speed[:, None]
-    x = torch.where(turning, s / safe_w * (th.sin() - h0.sin()), s * t[None] * h0.cos())
-    y = torch.where(turning, s / safe_w * (h0.cos() - th.cos()), s * t[None] * h0.sin())
-    return torch.stack([x, y], -1)
+    zero = torch.zeros_like(v[:, 0])
+    w = torch.where(ego[:, 10] > 0.5, ego[:, 4], torch.where(ego[:, 27] > 0.5, -ego[:, 23] / dt, zero))
+    return ctrv_arc(v, w, t)
 
 
 def ego_trend(ego: torch.Tensor, dt: float = STEP_SECONDS) -> torch.Tensor:
