@@ -203,3 +203,11 @@ def test_warm_start_planner_needs_init_from_and_pairs_with_the_student(tmp_path)
     assert not (tmp_path / "cv").exists()
     assert ("student_warm_start", "student") in cv.NATURAL_PAIRS
     assert cv.RECIPES["student_warm_start"].args == cv.RECIPES["student"].args
+
+
+def test_vae_planners_are_the_student_recipes_plus_the_op():
+    """student_cvae / student_kd_cvae differ from their twins by --planning_cvae only, and are compared to them."""
+    assert cv.RECIPES["student_cvae"].args == (*cv.RECIPES["student"].args, "--planning_cvae", "true")
+    kd, kd_cvae = cv.RECIPES["student_kd_kinematic"], cv.RECIPES["student_kd_cvae"]
+    assert kd_cvae.args == (*kd.args, "--planning_cvae", "true") and kd_cvae.teacher == kd.teacher == "planning_teacher_kinematic"
+    assert {("student_cvae", "student"), ("student_kd_cvae", "student"), ("student_kd_cvae", "student_cvae")} <= set(cv.NATURAL_PAIRS)

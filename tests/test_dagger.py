@@ -17,7 +17,7 @@ import pytest
 
 from dsdrive.cli import SUBCOMMANDS
 from dsdrive.planners.pdm_closed import PDM_IDM
-from dsdrive.training.dagger import ON_POLICY, DartPerturbation, ExpertMixture, expert_planner, label_states, main
+from dsdrive.training.dagger import ON_POLICY, DartPerturbation, ExpertMixture, expert_planner, label_states, main, repeat_samples
 from dsdrive.training.dagger_config import DaggerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,8 @@ def test_dart_perturbation_is_seeded_bounded_and_windowed():
 
 @pytest.mark.parametrize("field,value", [("fold", 4), ("folds", 1), ("perturb_prob", 1.5), ("traffic", "wild"), ("rollout_max_steps", 0),
                                          ("beta0", 1.5), ("beta_decay", -0.1), ("label_speed", "map"), ("label_speed_margin", -0.1),
-                                         ("label_idm_headway", 0.0), ("label_idm_s0", -1.0)])
+                                         ("label_idm_headway", 0.0), ("label_idm_s0", -1.0), ("warm_start_steps", 0),
+                                         ("on_policy_repeat", 0)])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         DaggerConfig(**{field: value})
@@ -99,6 +100,21 @@ def test_expert_mixture_is_seeded_and_follows_beta():
     assert mix.compute_trajectory(None)[0, 0] == 1.0  # no world: the student
     with pytest.raises(ValueError, match="beta"):
         ExpertMixture(_Fixed(1.0), _Fixed(2.0), 1.5, seed=0, iteration=1)
+
+
+def test_repeat_samples_copies_with_distinct_ids():
+    from helpers_student import make_samples
+
+    samples = make_samples(3)
+    assert repeat_samples(samples, 1) == samples
+    out = repeat_samples(samples, 3)
+    ids = [s.sample_id for s in out]
+    assert len(out) == 9 and len(set(ids)) == 9 and ids[3:6] == [f"{s.sample_id}~rep1" for s in samples]
+    for s in out[3:]:
+        base = samples[int(s.sample_id[1])]
+        np.testing.assert_array_equal(s.targets.ego_future, base.targets.ego_future)
+        assert s.annotation is None or s.annotation["sample_id"] == s.sample_id
+    assert samples[0].sample_id == "s0"  # the originals are untouched
 
 
 def test_stage_is_registered():
@@ -245,3 +261,30 @@ def test_label_settings_relabel_and_the_expert_drives_with_beta_one(tmp_path, ti
     assert s["beta"] == 1.0 and s["states"] == s["expert_driven_states"] == 3
     assert all(w["expert_drove"] for w in json.loads((roll / "world.json").read_text()).values())
     assert json.loads((out / "fold_0" / "fold.json").read_text())["config"]["beta0"] == 1.0
+
+
+@pytest.mark.slow
+@needs_data
+def test_warm_start_fine_tunes_the_previous_iteration_and_repeats_on_policy_states(tmp_path, tiny_loop):
+    """--warm_start: iteration 1 starts from iteration 0's checkpoint (its tokenizer and vocabulary)
+    for warm_start_steps steps; --on_policy_repeat 2 puts each labelled state in twice."""
+    from dsdrive.data.dataset import load_samples
+
+    root, _ = tiny_loop
+    out = tmp_path / "warm"
+    shutil.copytree(root / "out" / "fold_0" / "iter_0", out / "fold_0" / "iter_0")
+    argv = ["--data", str(root / "data"), "--scenarios", str(root / "scenarios"), "--out", str(out), "--folds", "2", "--fold", "0",
+            "--iterations", "1", "--rollout_max_steps", "15", "--perturb_prob", "0.5", "--warm_start", "true",
+            "--warm_start_steps", "1", "--on_policy_repeat", "2", *TINY]
+    assert main(argv) == 0
+    it0, it1 = out / "fold_0" / "iter_0", out / "fold_0" / "iter_1"
+    training = json.loads((it1 / "training.json").read_text())
+    assert training["init_from"] == str(it0 / "checkpoint") and training["on_policy_repeat"] == 2
+    data = load_samples(it1 / "train_data")
+    on = [s for s in data if s.ego_source == ON_POLICY]
+    assert len(on) == 2 * training["on_policy_samples"] == 6 and len({s.sample_id for s in on}) == 6
+    assert (it1 / "checkpoint" / "tokenizer.json").read_bytes() == (it0 / "checkpoint" / "tokenizer.json").read_bytes()
+    from safetensors.torch import load_file
+
+    anchors = lambda d: load_file(d / "checkpoint" / "model.safetensors")["anchors"]  # noqa: E731
+    assert bool((anchors(it1) == anchors(it0)).all())  # the planning vocabulary came with the warm start

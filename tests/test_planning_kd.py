@@ -56,9 +56,9 @@ def setup(tmp_path_factory):
     return samples, teacher, cache
 
 
-def _kd_student(setup, fw=0.5, klw=0.5, rw=0.5):
+def _kd_student(setup, fw=0.5, klw=0.5, rw=0.5, **student_kw):
     samples, _, cache = setup
-    model, proc = tiny_student()
+    model, proc = tiny_student(**student_kw)
     data = EncodedSamples(samples, proc)
     assert attach_teacher_outputs(data.items, [s.sample_id for s in samples], cache) == len(samples)
     torch.manual_seed(1)
@@ -67,7 +67,7 @@ def _kd_student(setup, fw=0.5, klw=0.5, rw=0.5):
 
 
 def test_two_kd_steps_change_every_parameter_incl_adapter_and_log_kd_terms(setup, tmp_path):
-    model, proc, data = _kd_student(setup)
+    model, proc, data = _kd_student(setup, planning_cvae=True)  # DistillDrive's student: KD + the VAE op
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert {"planning_kd.adapter.weight", "planning_kd.adapter.bias"} <= set(before)
     trainer = DistillTrainer(model=model, args=_args(tmp_path), train_dataset=data, data_collator=KDDataCollator(StudentDataCollator(proc)))

@@ -25,7 +25,7 @@ def _steps(model, batch, n=2):
 
 
 def test_lora_trains_adapters_and_heads_and_round_trips(tmp_path):
-    model, proc = tiny_student()
+    model, proc = tiny_student(planning_cvae=True)  # every FULL_TRAIN_MODULES entry present
     base_q = model.backbone.get_decoder().layers[0].self_attn.q_proj.weight.detach().clone()
     pm = apply_lora(model, r=4, alpha=8, dropout=0.0)
     trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
@@ -41,7 +41,7 @@ def test_lora_trains_adapters_and_heads_and_round_trips(tmp_path):
     plan = pm.plan(batch).waypoints
     # an adapter checkpoint restores adapters AND the fully trained heads
     pm.save_pretrained(tmp_path / "adapter")
-    fresh, _ = tiny_student()
+    fresh, _ = tiny_student(planning_cvae=True)
     restored = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
     torch.testing.assert_close(restored.plan(batch).waypoints, plan)
     # merged export is a plain StudentModel that reloads exactly

@@ -22,7 +22,10 @@ ego-status ablation of AD-MLP / Li et al. CVPR 2024), ``student_reasoning_first`
 planning-teacher``, privileged: it reads ground-truth agent futures) and ``student_kd`` (distill with
 ``distill_kd.yaml`` and the SAME fold x seed's planning teacher); ``planning_teacher_kinematic`` /
 ``student_kd_kinematic`` are the same with ``train_kinematic.yaml`` (the teacher also knows its own
-kinematics and plans a residual on its CTRV rollout); ``student_warm_start`` is the student recipe
+kinematics and plans a residual on its CTRV rollout); ``student_cvae`` is the student with
+DistillDrive's conditional VAE op on its planning queries (``--planning_cvae true``) and
+``student_kd_cvae`` DistillDrive's full student recipe: feature KD from ``planning_teacher_kinematic``
+plus the VAE op; ``student_warm_start`` is the student recipe
 fine-tuned from a saved student (``--planner-args student_warm_start="--init_from CKPT"``, required:
 e.g. a student pretrained on MetaDrive procedural scenes, which never saw a nuScenes scene).
 ``--planner-args NAME="ARGS"`` appends flags to a planner's training command (later flags override).
@@ -106,12 +109,19 @@ RECIPES: dict[str, PlannerRecipe] = {
     "student_kd_kinematic": PlannerRecipe("student", "dsdrive.training.distill",
                                           ("--config", str(CONFIGS / "tiny" / "distill_kd.yaml"), "--eval_open_loop", "false", "--disable_tqdm", "true"),
                                           teacher="planning_teacher_kinematic"),
+    "student_cvae": PlannerRecipe("student", "dsdrive.training.distill", (*_STUDENT, "--planning_cvae", "true")),
+    "student_kd_cvae": PlannerRecipe("student", "dsdrive.training.distill",
+                                     ("--config", str(CONFIGS / "tiny" / "distill_kd.yaml"), "--eval_open_loop", "false", "--disable_tqdm", "true",
+                                      "--planning_cvae", "true"),
+                                     teacher="planning_teacher_kinematic"),
 }
 """Cross-validated planners by name (see the module docstring)."""
 NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_kd_kinematic", "student"), ("student_reasoning_first", "student"),
-                 ("student_warm_start", "student"))
+                 ("student_warm_start", "student"), ("student_cvae", "student"), ("student_kd_cvae", "student"),
+                 ("student_kd_cvae", "student_cvae"))
 """Comparisons added whenever both planners run (the ego-status ablation, the gain of planning KD,
-reasoning-first vs plan-first ordering, the gain of a warm start / pretraining)."""
+reasoning-first vs plan-first ordering, the gain of a warm start / pretraining, of the VAE op, of
+KD + the VAE op, and of KD given the VAE op)."""
 
 
 # ---------------------------------------------------------------------------------------------- folds

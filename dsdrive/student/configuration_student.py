@@ -30,9 +30,11 @@ DEFAULT_LOSS_WEIGHTS = {
     "reasoning_ce": 1.0,
     "risk_l1": 1.0,
     "meta_action_ce": 0.2,
+    "cvae_kl": 1.0,
 }
 """Weights of the loss terms (DSDrive: lambda1 L1(wp) + lambda2 CE(text); DistillDrive: plan
-L1 + mode classification; RSD: L_risk; GPT-Driver meta-action as an auxiliary classification)."""
+L1 + mode classification; RSD: L_risk; GPT-Driver meta-action as an auxiliary classification;
+DistillDrive's conditional-VAE KL(posterior || prior), a term only with ``planning_cvae``)."""
 
 
 PLAN_SELECTIONS = ("best", "expected")
@@ -83,6 +85,14 @@ class StudentConfig(PretrainedConfig):
             or ``kinematic`` (a zero-initialised residual over a learned blend of constant velocity,
             CTRV and lane following, with the speed trend fed to the head; the processor then adds
             the ``lane_prior`` batch key), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
+        planning_cvae: add DistillDrive's conditional VAE op on the planning queries, where its
+            student places it (:class:`dsdrive.distilldrive.cvae.ConditionalVAE`, FIERY-style): the
+            18 query states the LLM returns get a residual update decoded from a latent z (32),
+            z from a prior over the query state, or in training from a posterior over the
+            ground-truth ego future (repeated on the 18 rows), with KL(posterior || prior) as the
+            loss term ``cvae_kl`` (weight ``loss_weights["cvae_kl"]``, 1.0); the waypoint head,
+            the meta-action head and planning KD read the updated states. Inference samples the
+            prior with a fixed noise row per query (deterministic). False (default): no op.
         use_ego_status: False = the ego-status ablation (AD-MLP, Zhai et al. 2023, arXiv 2305.10430;
             Li et al., CVPR 2024, "Is Ego Status All You Need for Open-Loop End-to-End Autonomous
             Driving?"): the student reads neither the ego status (speed, acceleration, yaw rate,
@@ -155,6 +165,7 @@ class StudentConfig(PretrainedConfig):
         waypoint_use_ego: bool = True,
         waypoint_prior: str = "cv_gate",
         use_ego_status: bool = True,
+        planning_cvae: bool = False,
         plan_selection: str = "best",
         scene_inputs: str = "objects",
         cameras: list[str] | tuple[str, ...] = CAMERA_NAMES,
@@ -232,6 +243,7 @@ class StudentConfig(PretrainedConfig):
             raise ValueError(f"StudentConfig: field 'waypoint_prior' is {waypoint_prior!r}; expected one of {WAYPOINT_PRIORS}")
         self.waypoint_prior = waypoint_prior
         self.use_ego_status = bool(use_ego_status)
+        self.planning_cvae = bool(planning_cvae)
         if plan_selection not in PLAN_SELECTIONS:
             raise ValueError(f"StudentConfig: field 'plan_selection' is {plan_selection!r}; expected one of {PLAN_SELECTIONS}")
         self.plan_selection = plan_selection

@@ -29,7 +29,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from dsdrive.student.modeling_student import StudentModel
 
-FULL_TRAIN_MODULES = ("scene_encoder", "scene_proj", "planning_queries", "waypoint_head", "risk_head", "meta_action_head")
+FULL_TRAIN_MODULES = ("scene_encoder", "scene_proj", "planning_queries", "planning_cvae", "waypoint_head", "risk_head", "meta_action_head")
 """Student submodules trained in full next to the LoRA adapters (peft ``modules_to_save``)."""
 CAMERA_TRAIN_MODULES = ("ego_encoder", "camera_embed", "bev_lift")
 """A camera student's own submodules, also trained in full next to the adapters (``ego_encoder``

@@ -54,6 +54,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.utils import ModelOutput
 
 from dsdrive.constants import STEP_SECONDS
+from dsdrive.distilldrive.cvae import ConditionalVAE
 from dsdrive.student.bev import BevGrid
 from dsdrive.student.configuration_student import StudentConfig
 from dsdrive.student.pv_bev_lift import LiftedBev
@@ -72,7 +73,9 @@ class StudentOutput(ModelOutput):
     waypoints (B, K, M, T, 2) metres ego frame; mode_logits (B, K, M); risk_map (B, H, W) in [0, 1];
     meta_action_logits (B, 36); reasoning_logits (B, R, V) predicting each reasoning token;
     query_states (B, K*M, H) final hidden states of all planning queries (index = command * M + mode,
-    the order of ``mode_logits.flatten(1)``), read by planning KD (:mod:`dsdrive.training.planning_kd`).
+    the order of ``mode_logits.flatten(1)``) as the heads read them (after the conditional-VAE op with
+    ``config.planning_cvae``), read by planning KD (:mod:`dsdrive.training.planning_kd`); cvae_kl the
+    op's KL(posterior || prior) (unweighted; None without the op or without ego_future).
     """
 
     loss: torch.Tensor | None = None
@@ -81,6 +84,7 @@ class StudentOutput(ModelOutput):
     reasoning_ce: torch.Tensor | None = None
     risk_l1: torch.Tensor | None = None
     meta_action_ce: torch.Tensor | None = None
+    cvae_kl: torch.Tensor | None = None
     waypoints: torch.Tensor | None = None
     mode_logits: torch.Tensor | None = None
     risk_map: torch.Tensor | None = None
@@ -188,6 +192,10 @@ class StudentModel(PreTrainedModel):
             self.ego_encoder = EgoEncoder(config.scene_dim, config.num_commands, config.position_scale)
         self.scene_proj = nn.Sequential(nn.Linear(config.scene_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.planning_queries = PlanningQueries(config.num_queries, hidden, config.future_steps)
+        # DistillDrive's student places its conditional VAE op on the planning queries (research note
+        # "Generative model"); the KL weight lives in config.loss_weights, so the op's own is 1
+        self.planning_cvae = (ConditionalVAE(hidden, config.future_steps, seed=0, kl_weight=1.0, noise_rows=config.num_queries)
+                              if getattr(config, "planning_cvae", False) else None)
         self.waypoint_head = WaypointHead(hidden, config.num_commands, config.num_modes, config.future_steps,
                                           config.waypoint_offset_scale, config.waypoint_cv_gate_init,
                                           prior=getattr(config, "waypoint_prior", "cv_gate"))
@@ -305,8 +313,30 @@ class StudentModel(PreTrainedModel):
                                           past_key_values=past, use_cache=use_cache)
         return out.last_hidden_state, out.past_key_values
 
+    def _query_features(self, query_states: torch.Tensor, ego_future: torch.Tensor | None = None,
+                        ego_future_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The planning-query states the heads read: (B, K*M, H) LLM states -> (B, K*M, H) in the heads'
+        dtype, through the conditional-VAE op with ``config.planning_cvae`` (DistillDrive: its
+        posterior reads the ground-truth ego future (B, T, 2+) m, ego frame, repeated on the K*M rows,
+        in training and only for samples whose T steps are all valid; the prior otherwise), and the
+        op's KL (scalar; None without the op or outside training with a future)."""
+        head_dtype = next(self.waypoint_head.parameters()).dtype
+        q = query_states.to(head_dtype)
+        if self.planning_cvae is None:
+            return q, None
+        b, r, _ = q.shape
+        future = valid = None
+        if self.training and ego_future is not None:
+            future = ego_future[..., :2].to(head_dtype)[:, None].expand(b, r, -1, -1)
+            full = (ego_future_mask.bool().all(-1) if ego_future_mask is not None
+                    else torch.ones(b, dtype=torch.bool, device=q.device))
+            valid = full[:, None].expand(b, r)
+        out = self.planning_cvae(q, future, valid)
+        return out["features"], (out["kl"] if future is not None else None)
+
     def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None,
                lane_prior: torch.Tensor | None = None):
+        """Waypoint / mode / meta-action heads on the (B, K*M, H) query features of :meth:`_query_features`."""
         head_dtype = next(self.waypoint_head.parameters()).dtype
         q = query_states.to(head_dtype)
         use_ego = self.config.waypoint_use_ego and self.config.use_ego_status  # ablation: no kinematics, no CV pull
@@ -365,8 +395,9 @@ class StudentModel(PreTrainedModel):
                 embeds = torch.cat([embeds, self._embed(reasoning_ids)], 1)
                 mask = torch.cat([mask, rmask], 1)
         hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
-        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego, lane_prior)
-        query_states = hidden[:, q0 : q0 + nq]  # all 18 queries, command-major like mode_logits.flatten(1) (planning KD)
+        # all 18 queries, command-major like mode_logits.flatten(1) (planning KD reads them as the heads do)
+        query_states, cvae_kl = self._query_features(hidden[:, q0 : q0 + nq], ego_future, ego_future_mask)
+        waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior)
         risk_logits = self.risk_head(bev, return_logits=True)
         risk_map = torch.sigmoid(risk_logits)
         out = StudentOutput(waypoints=waypoints, mode_logits=logits, risk_map=risk_map, meta_action_logits=meta, query_states=query_states)
@@ -375,6 +406,8 @@ class StudentModel(PreTrainedModel):
         if ego_future is not None:
             fmask = ego_future_mask if ego_future_mask is not None else torch.ones(ego_future.shape[:2], dtype=torch.bool, device=ego_future.device)
             terms["waypoint_l1"], terms["mode_ce"] = waypoint_losses(waypoints, logits, command, ego_future, fmask)
+        if cvae_kl is not None:
+            terms["cvae_kl"] = cvae_kl
         if r:
             # the state before reasoning token j (the last query for j = 0; reasoning-first: the
             # last real context token, as the prompt is right-padded) predicts token j
@@ -411,7 +444,8 @@ class StudentModel(PreTrainedModel):
 
     def _plan_from(self, hidden, q0, bev, command, ego=None, lane_prior=None) -> PlanOutput:
         nq = self.config.num_queries
-        waypoints, logits, meta = self._heads(hidden[:, q0 : q0 + nq], command, ego, lane_prior)
+        query_states, _ = self._query_features(hidden[:, q0 : q0 + nq])
+        waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior)
         modes, mlog = select_command(waypoints, command), select_command(logits, command)
         best, scores = mlog.argmax(-1), mlog.softmax(-1)
         modes3 = with_heading(modes)

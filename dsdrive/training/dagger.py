@@ -35,7 +35,11 @@ training, never trained on) and iteration i, under ``OUT/fold_F/iter_i/``:
   1..i (DAgger's aggregation); iteration 0 is plain imitation of the logged samples.
 * ``checkpoint/``: the student trained from scratch on ``train_data`` by
   :func:`dsdrive.training.distill.main` with the main job's YAML (``distill_config``; extra flags
-  passed through), held-out scenes = the fold's; its ``eval_heldout.json`` is written last.
+  passed through), held-out scenes = the fold's; its ``eval_heldout.json`` is written last. With
+  ``warm_start`` iteration i >= 1 instead fine-tunes student i-1 on ``train_data``
+  (``--init_from``, ``warm_start_steps`` steps); ``on_policy_repeat`` k puts each on-policy sample k
+  times into ``train_data`` (copies' ids suffixed ``~rep1`` ...), so a large logged set (agents as
+  ego, mirrored) does not drown the states the student visited.
 * ``closed_loop.json``: the student on the held-out scenes (unperturbed;
   :func:`~dsdrive.evaluation.closed_loop.metrics.scenario_metrics` per scene + ``aggregate``; an
   at-fault collision is an ``at-fault overlap`` event, i.e. NC < 1). ``open_loop.json``: ST-P3 /
@@ -324,9 +328,22 @@ def label_states(rollout_dir: Path, out: Path, cfg: DaggerConfig | None = None) 
 
 
 # ------------------------------------------------------------------------------------------ train / evaluate
-def train_student(cfg: DaggerConfig, train_dir: Path, heldout: list[str], ckpt: Path, extra: list[str]) -> float:
+def repeat_samples(samples: list[PlanningSample], k: int) -> list[PlanningSample]:
+    """``samples`` then k - 1 copies of each, ids (and annotation ids) suffixed ``~rep1`` ... ``~rep{k-1}``."""
+    out = list(samples)
+    for r in range(1, k):
+        for s in samples:
+            sid = f"{s.sample_id}~rep{r}"
+            ann = {**s.annotation, "sample_id": sid} if isinstance(s.annotation, dict) and "sample_id" in s.annotation else s.annotation
+            out.append(replace(s, inputs=replace(s.inputs, sample_id=sid), annotation=ann))
+    return out
+
+
+def train_student(cfg: DaggerConfig, train_dir: Path, heldout: list[str], ckpt: Path, extra: list[str],
+                  init_from: Path | None = None) -> float:
     """Train the student on ``train_dir`` with :func:`dsdrive.training.distill.main` (YAML
-    ``cfg.distill_config`` + ``extra`` flags); returns wall seconds. ``eval_heldout.json`` marks it done."""
+    ``cfg.distill_config`` + ``extra`` flags; with ``init_from``, fine-tune that checkpoint for
+    ``cfg.warm_start_steps`` steps); returns wall seconds. ``eval_heldout.json`` marks it done."""
     from dsdrive.training.distill import main as distill_main
 
     if ckpt.exists():
@@ -334,6 +351,8 @@ def train_student(cfg: DaggerConfig, train_dir: Path, heldout: list[str], ckpt: 
     t0 = time.perf_counter()
     argv = ["--config", cfg.distill_config, "--data", cfg.data, "--train_data", str(train_dir), "--val_scenes", ",".join(heldout),
             "--output_dir", str(ckpt), "--num_threads", str(cfg.num_threads), *extra]
+    if init_from is not None:  # after extra: the warm start's own settings win
+        argv += ["--init_from", str(init_from)] + (["--max_steps", str(cfg.warm_start_steps)] if cfg.warm_start_steps else [])
     rc = distill_main(argv, prog="dsdrive dagger (distill)")
     if rc != 0 or not (ckpt / "eval_heldout.json").is_file():
         raise RuntimeError(f"distill failed for {ckpt} (exit {rc}); argv {argv}")
@@ -408,9 +427,11 @@ def run_iteration(cfg: DaggerConfig, fold: FoldPlan, logged: list[PlanningSample
     ckpt = it / "checkpoint"
     on_policy = [s for j in range(1, i + 1) for s in load_samples(root / f"iter_{j}" / "labels" / "samples")]
     if not (ckpt / "eval_heldout.json").is_file():
-        save_samples(logged + on_policy, it / "train_data")
-        write_json_atomic(it / "training.json", {"wall_s": train_student(cfg, it / "train_data", fold.heldout, ckpt, extra),
-                                                 "logged_samples": len(logged), "on_policy_samples": len(on_policy)})
+        save_samples(logged + repeat_samples(on_policy, cfg.on_policy_repeat), it / "train_data")
+        init = root / f"iter_{i - 1}" / "checkpoint" if cfg.warm_start and i > 0 else None
+        write_json_atomic(it / "training.json", {"wall_s": train_student(cfg, it / "train_data", fold.heldout, ckpt, extra, init),
+                                                 "logged_samples": len(logged), "on_policy_samples": len(on_policy),
+                                                 "on_policy_repeat": cfg.on_policy_repeat, "init_from": str(init) if init else None})
     if not (it / "closed_loop.json").is_file():
         write_json_atomic(it / "closed_loop.json", evaluate_closed_loop(ckpt, fold.work_heldout, cfg))
     ev = _read(ckpt / "eval_heldout.json")

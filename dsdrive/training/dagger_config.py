@@ -77,6 +77,12 @@ class DaggerConfig:
     label_speed_margin: float = field(default=0.1, metadata={"help": "label_speed log: the band is (1 + margin) x the logged speed"})
     label_idm_headway: float = field(default=1.5, metadata={"help": "IDM time headway (s) of the label's proposals (1.5: PDM-Closed's)"})
     label_idm_s0: float = field(default=1.0, metadata={"help": "IDM minimum gap (m) of the label's proposals (1.0: PDM-Closed's)"})
+    warm_start: bool = field(default=False, metadata={
+        "help": "iteration i >= 1 fine-tunes student i-1 on the aggregate (distill --init_from) instead of training from scratch"})
+    warm_start_steps: int | None = field(default=None, metadata={
+        "help": "with warm_start: max_steps of iterations i >= 1 (None: the distill config's)"})
+    on_policy_repeat: int = field(default=1, metadata={
+        "help": "copies of each on-policy sample in the aggregate (ids suffixed ~repK), to weigh them against a large logged set"})
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,6 +101,8 @@ class DaggerConfig:
             ("label_speed_margin", self.label_speed_margin, self.label_speed_margin >= 0.0, ">= 0"),
             ("label_idm_headway", self.label_idm_headway, self.label_idm_headway > 0.0, "> 0"),
             ("label_idm_s0", self.label_idm_s0, self.label_idm_s0 > 0.0, "> 0"),
+            ("warm_start_steps", self.warm_start_steps, self.warm_start_steps is None or self.warm_start_steps >= 1, "None or >= 1"),
+            ("on_policy_repeat", self.on_policy_repeat, self.on_policy_repeat >= 1, ">= 1"),
         ]
         for name, value, ok, want in checks:
             if not ok:

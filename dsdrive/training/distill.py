@@ -134,7 +134,8 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
 
 
 WARM_START_FIELDS = ("scene_dim", "scene_layers", "max_agents", "max_map", "bev_height", "bev_width", "risk_layers",
-                     "risk_points", "use_meta_action_head", "waypoint_prior", "use_ego_status", "sequence_order")
+                     "risk_points", "use_meta_action_head", "waypoint_prior", "use_ego_status", "planning_cvae",
+                     "sequence_order")
 """StudentConfig fields a warm start must share with the recipe (they shape the weights or the inputs)."""
 
 

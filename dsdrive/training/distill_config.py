@@ -5,6 +5,8 @@ Groups (every field has ``metadata["help"]``):
 * **Loss weights** (DSDrive lambda_wp / lambda_text, DistillDrive plan L1 + mode classification,
   RSD L_risk, GPT-Driver meta-action): ``waypoint_l1_weight``, ``mode_ce_weight``,
   ``reasoning_ce_weight``, ``risk_l1_weight``, ``meta_action_ce_weight``.
+* **VAE interaction** (DistillDrive's conditional VAE in the student, ``StudentConfig.planning_cvae``):
+  ``planning_cvae`` (default false), ``cvae_kl_weight`` (1.0, the paper's; finite and >= 0).
 * **Student size**: backbone (``backbone_path`` or the embedded tiny Qwen2 ``tiny_*``), scene
   encoder, BEV grid, RiskHead, caps, text lengths.
 * **Ego-status ablation**: ``use_ego_status`` (default true); ``--use_ego_status false`` trains a
@@ -99,8 +101,9 @@ def check_annotations(column_names: list[str], annotations: list, data_path: str
 class DistillConfig(CameraStudentArguments, TrainingArguments):
     """TrainingArguments plus the student's loss weights, sizes and LoRA settings.
 
-    Loss-weight rule: each of the five ``*_weight`` terms (and ``risk_footprint_weight``) must be
-    finite and >= 0, and the five loss weights must sum to a positive total; 0 disables a term.
+    Loss-weight rule: each ``*_weight`` loss term (and ``risk_footprint_weight``) must be finite and
+    >= 0, and the weights of the terms the student has (``cvae_kl`` only with ``planning_cvae``) must
+    sum to a positive total; 0 disables a term.
 
     Raises:
         ValueError: on construction, for any out-of-range field (named with its value); see the
@@ -113,6 +116,7 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     reasoning_ce_weight: float = field(default=1.0, metadata={"help": "token cross-entropy on the teacher chain-of-thought (DSDrive)"})
     risk_l1_weight: float = field(default=1.0, metadata={"help": "L_risk = ||R_pred - R_gt||_1 on the BEV risk map (RSD)"})
     meta_action_ce_weight: float = field(default=0.2, metadata={"help": "meta-action classification (behaviour x speed); 0 disables the term"})
+    cvae_kl_weight: float = field(default=1.0, metadata={"help": "KL(posterior || prior) of the planning-query conditional VAE (DistillDrive: 1.0); read with planning_cvae only"})
     risk_footprint_weight: float = field(default=1.0, metadata={"help": "extra weight of the L1 (+ BCE) terms on agent-footprint cells of the risk map"})
     # backbone
     backbone_path: str | None = field(default=None, metadata={"help": "local causal LM folder (Qwen2.5-0.5B-Instruct, Llama-3.2-1B); None = embedded tiny Qwen2"})
@@ -133,6 +137,7 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     init_from: str | None = field(default=None, metadata={"help": "warm start: a saved student checkpoint folder (e.g. pretrained on MetaDrive procedural scenes) whose weights, tokenizer and planning vocabulary replace the fresh ones; its architecture must match this recipe's"})
     waypoint_prior_fit: bool = field(default=False, metadata={"help": "with waypoint_prior kinematic: fit the prior blend on the training samples before training (default false: start uniform, the k-fold-measured setting)"})
     waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity) or 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following)"})
+    planning_cvae: bool = field(default=False, metadata={"help": "DistillDrive's conditional VAE op on the 18 planning queries (posterior from the ground-truth ego future in training, prior at inference; KL weight cvae_kl_weight)"})
     use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
     sequence_order: str = field(default="plan_first", metadata={"help": "plan_first = [scene][prompt][queries][reasoning] (plan in one pass); reasoning_first = [scene][prompt][reasoning][queries] (DSDrive: the plan reads the generated reasoning)"})
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompt truncation length"})
@@ -185,8 +190,9 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
         for k, v in weights.items():
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(k, "must be a finite number >= 0")
-        if sum(self.loss_weights().values()) <= 0:
-            raise ValueError(f"DistillConfig: loss weights {self.loss_weights()} sum to 0; at least one must be > 0")
+        active = {k: v for k, v in self.loss_weights().items() if k != "cvae_kl" or self.planning_cvae}
+        if sum(active.values()) <= 0:
+            raise ValueError(f"DistillConfig: loss weights {active} sum to 0; at least one must be > 0")
         if self.max_steps == 0 or self.max_steps < -1:
             bad("max_steps", "must be >= 1 (or -1 to train num_train_epochs epochs)")
         if self.max_steps == -1 and not self.num_train_epochs > 0:
@@ -274,7 +280,7 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     def loss_weights(self) -> dict[str, float]:
         """The ``StudentConfig.loss_weights`` dict."""
         return {"waypoint_l1": self.waypoint_l1_weight, "mode_ce": self.mode_ce_weight, "reasoning_ce": self.reasoning_ce_weight,
-                "risk_l1": self.risk_l1_weight, "meta_action_ce": self.meta_action_ce_weight}
+                "risk_l1": self.risk_l1_weight, "meta_action_ce": self.meta_action_ce_weight, "cvae_kl": self.cvae_kl_weight}
 
     def student_config_kwargs(self) -> dict:
         """Keyword arguments of :class:`dsdrive.student.StudentConfig` (all but the backbone)."""
@@ -282,5 +288,5 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
                     bev_height=self.bev_size, bev_width=self.bev_size, risk_layers=self.risk_layers, risk_points=self.risk_points,
                     risk_footprint_weight=self.risk_footprint_weight, use_meta_action_head=self.meta_action_ce_weight > 0,
                     waypoint_cv_gate_init=self.waypoint_cv_gate_init, waypoint_prior=self.waypoint_prior, plan_selection=self.plan_selection,
-                    use_ego_status=self.use_ego_status, sequence_order=self.sequence_order, max_new_tokens=self.max_reasoning_tokens,
+                    use_ego_status=self.use_ego_status, planning_cvae=self.planning_cvae, sequence_order=self.sequence_order, max_new_tokens=self.max_reasoning_tokens,
                     loss_weights=self.loss_weights(), **self.camera_config_kwargs())

@@ -30,7 +30,7 @@ from dsdrive.data.types import PlanningSample
 from dsdrive.training.loss_terms import LossTermsTrainer
 from dsdrive.training.token_kd import pop_token_kd, token_kd_term
 
-LOSS_TERMS = ("waypoint_l1", "mode_ce", "reasoning_ce", "risk_l1", "meta_action_ce")
+LOSS_TERMS = ("waypoint_l1", "mode_ce", "reasoning_ce", "risk_l1", "meta_action_ce", "cvae_kl")
 
 
 class EncodedSamples(Dataset):
