@@ -51,7 +51,7 @@ def test_dart_perturbation_is_seeded_bounded_and_windowed():
 
 @pytest.mark.parametrize("field,value", [("fold", 4), ("folds", 1), ("perturb_prob", 1.5), ("traffic", "wild"), ("rollout_max_steps", 0),
                                          ("beta0", 1.5), ("beta_decay", -0.1), ("label_speed", "map"), ("label_speed_margin", -0.1),
-                                         ("label_idm_headway", 0.0), ("label_idm_s0", -1.0), ("warm_start_steps", 0),
+                                         ("label_idm_headway", 0.0), ("label_idm_s0", -1.0), ("warm_start_steps", 0), ("warm_start_steps", 150),
                                          ("on_policy_repeat", 0)])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):

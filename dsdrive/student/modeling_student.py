@@ -318,8 +318,9 @@ class StudentModel(PreTrainedModel):
         """The planning-query states the heads read: (B, K*M, H) LLM states -> (B, K*M, H) in the heads'
         dtype, through the conditional-VAE op with ``config.planning_cvae`` (DistillDrive: its
         posterior reads the ground-truth ego future (B, T, 2+) m, ego frame, repeated on the K*M rows,
-        in training and only for samples whose T steps are all valid; the prior otherwise), and the
-        op's KL (scalar; None without the op or outside training with a future)."""
+        in training and only for samples whose T steps are all valid per ``ego_future_mask`` (B, T),
+        given with ``ego_future``; the prior otherwise), and the op's KL (scalar; None without the op
+        or outside training with a future)."""
         head_dtype = next(self.waypoint_head.parameters()).dtype
         q = query_states.to(head_dtype)
         if self.planning_cvae is None:
@@ -328,17 +329,15 @@ class StudentModel(PreTrainedModel):
         future = valid = None
         if self.training and ego_future is not None:
             future = ego_future[..., :2].to(head_dtype)[:, None].expand(b, r, -1, -1)
-            full = (ego_future_mask.bool().all(-1) if ego_future_mask is not None
-                    else torch.ones(b, dtype=torch.bool, device=q.device))
-            valid = full[:, None].expand(b, r)
+            valid = ego_future_mask.bool().all(-1)[:, None].expand(b, r)
         out = self.planning_cvae(q, future, valid)
         return out["features"], (out["kl"] if future is not None else None)
 
     def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None,
                lane_prior: torch.Tensor | None = None):
-        """Waypoint / mode / meta-action heads on the (B, K*M, H) query features of :meth:`_query_features`."""
-        head_dtype = next(self.waypoint_head.parameters()).dtype
-        q = query_states.to(head_dtype)
+        """Waypoint / mode / meta-action heads on the (B, K*M, H) query features of :meth:`_query_features`
+        (already in the heads' dtype)."""
+        q = query_states
         use_ego = self.config.waypoint_use_ego and self.config.use_ego_status  # ablation: no kinematics, no CV pull
         waypoints, logits = self.waypoint_head(q, self.anchors, ego if use_ego else None, lane_prior=lane_prior)
         meta = None
@@ -395,8 +394,11 @@ class StudentModel(PreTrainedModel):
                 embeds = torch.cat([embeds, self._embed(reasoning_ids)], 1)
                 mask = torch.cat([mask, rmask], 1)
         hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
+        fmask = None
+        if ego_future is not None:
+            fmask = ego_future_mask if ego_future_mask is not None else torch.ones(ego_future.shape[:2], dtype=torch.bool, device=ego_future.device)
         # all 18 queries, command-major like mode_logits.flatten(1) (planning KD reads them as the heads do)
-        query_states, cvae_kl = self._query_features(hidden[:, q0 : q0 + nq], ego_future, ego_future_mask)
+        query_states, cvae_kl = self._query_features(hidden[:, q0 : q0 + nq], ego_future, fmask)
         waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior)
         risk_logits = self.risk_head(bev, return_logits=True)
         risk_map = torch.sigmoid(risk_logits)
@@ -404,7 +406,6 @@ class StudentModel(PreTrainedModel):
         w = self.config.loss_weights
         terms = {}
         if ego_future is not None:
-            fmask = ego_future_mask if ego_future_mask is not None else torch.ones(ego_future.shape[:2], dtype=torch.bool, device=ego_future.device)
             terms["waypoint_l1"], terms["mode_ce"] = waypoint_losses(waypoints, logits, command, ego_future, fmask)
         if cvae_kl is not None:
             terms["cvae_kl"] = cvae_kl

@@ -101,7 +101,8 @@ class DaggerConfig:
             ("label_speed_margin", self.label_speed_margin, self.label_speed_margin >= 0.0, ">= 0"),
             ("label_idm_headway", self.label_idm_headway, self.label_idm_headway > 0.0, "> 0"),
             ("label_idm_s0", self.label_idm_s0, self.label_idm_s0 > 0.0, "> 0"),
-            ("warm_start_steps", self.warm_start_steps, self.warm_start_steps is None or self.warm_start_steps >= 1, "None or >= 1"),
+            ("warm_start_steps", self.warm_start_steps, self.warm_start_steps is None or (self.warm_start and self.warm_start_steps >= 1),
+             "None, or >= 1 with warm_start true"),
             ("on_policy_repeat", self.on_policy_repeat, self.on_policy_repeat >= 1, ">= 1"),
         ]
         for name, value, ok, want in checks:
