@@ -169,6 +169,27 @@ def test_controller_tracks_a_left_arc_and_a_stop():
         stop.set_plan(np.full((6, 3), np.nan), np.zeros(2), 0.0, 0.0)
 
 
+def test_controller_pulls_away_on_a_gentle_ramp_from_rest():
+    """A plan that starts below stop_speed but accelerates (an IDM ramp from rest, replanned every
+    0.5 s from wherever the car is) is not a stop: the car moves off. A plan that stays under
+    stop_speed for the whole window is: the car is held."""
+    ctrl, xy, yaw, v = WaypointController(), np.zeros(2), 0.0, 0.0
+    for step in range(60):  # replan every 0.5 s: 0.5 m/s^2 from the car's current speed (the first ramp from rest)
+        if step % 5 == 0:
+            tt = 0.5 * np.arange(1, 7)
+            ctrl.set_plan(np.stack([v * tt + 0.25 * tt**2, np.zeros(6), np.zeros(6)], 1), xy, yaw, step * 0.1)
+        xy, yaw, v = _metadrive_like(xy, yaw, v, ctrl.act(xy, yaw, v, step * 0.1))
+    assert v > 1.5 and xy[0] > 4.0  # ~0.5 m/s^2 for 6 s: 3 m/s, 9 m (braked at every replan it stays at 0)
+    ctrl = WaypointController()
+    creep = np.stack([0.05 * 0.5 * np.arange(1, 7), np.zeros(6), np.zeros(6)], 1)  # 0.05 m/s for 3 s: stands
+    ctrl.set_plan(creep, np.zeros(2), 0.0, 0.0)
+    assert ctrl.plan_stands(0.0) and ctrl.act(np.zeros(2), 0.0, 0.0, 0.0)[1] < 0
+    ramp_plan = np.stack([0.25 * (0.5 * np.arange(1, 7)) ** 2, np.zeros(6), np.zeros(6)], 1)
+    ctrl.set_plan(ramp_plan, np.zeros(2), 0.0, 0.0)
+    assert ctrl.reference_speed(0.0) < ControllerConfig().stop_speed and not ctrl.plan_stands(0.0)
+    assert ctrl.act(np.zeros(2), 0.0, 0.0, 0.0)[1] > 0
+
+
 def test_controller_follows_a_timed_log_and_catches_up():
     """A log that brakes from 10 to 4 m/s then speeds up, handed as the logged future at each
     replanning step (log_waypoints): the car stays within 0.5 m of the logged place, and a car

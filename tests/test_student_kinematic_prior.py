@@ -136,5 +136,5 @@ def test_prior_blend_fit_finds_the_prior_that_explains_the_futures():
     assert fit["l2_fitted"] < 0.2 * fit["l2_uniform"]
     assert fit["weights"][0][2] > 0.8 and fit["weights"][2][1] > 0.8
     assert fit["weights"][1] == pytest.approx([1 / 3] * 3, abs=1e-3)  # RIGHT: no sample, stays uniform
-    with pytest.raises(ValueError, match="not 'kinematic'"):
+    with pytest.raises(ValueError, match="not one of"):
         WaypointHead(16, 3, 6, 6).fit_prior_blend(ego, command, future, torch.ones(n, 6, dtype=torch.bool))

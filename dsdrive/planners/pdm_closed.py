@@ -323,8 +323,8 @@ class PDMClosedPlanner(Planner):
         s_goal = None
         if goal:
             s_goal = s0 if route_xy is None else float(cl.project(np.asarray(route_xy, np.float64)[-1:])[0][0])
-        forecast = _Forecast.build(inputs, cl)
-        cap = _curve_cap(cl)
+        forecast = AgentForecast.build(inputs, cl)
+        cap = curve_speed_cap(cl)
         blend = float(np.clip(2.0 * init.v, 8.0, 25.0))
         stride = int(round(STEP_SECONDS / SIM_DT))
         proposals = []
@@ -334,7 +334,7 @@ class PDMClosedPlanner(Planner):
             def offset_at(st: np.ndarray, off: float = off) -> np.ndarray:
                 return off + (d0 - off) * 0.5 * (1 + np.cos(np.pi * np.clip((st - s0) / blend, 0.0, 1.0)))
 
-            stations, p.leader = _idm_profile(init.v, s0, p.speed, offset_at, forecast, cl, cap, s_goal, self.idm)
+            stations, p.leader = idm_profile(init.v, s0, p.speed, offset_at, forecast, cl, cap, s_goal, self.idm)
             knots = stations[::stride]
             xy, yaw = cl.pose(knots, offset_at(knots))
             xy[0], yaw[0] = 0.0, 0.0
@@ -346,7 +346,7 @@ class PDMClosedPlanner(Planner):
         st = proposals[best].states[stride::stride][:FUTURE_STEPS]
         return PDMClosedResult(st[:, :3].astype(np.float32), proposals, best, cl)
 
-    def _score(self, proposals: list[Proposal], forecast: "_Forecast", area: AreaTest, cl: Centerline) -> None:
+    def _score(self, proposals: list[Proposal], forecast: "AgentForecast", area: AreaTest, cl: Centerline) -> None:
         """Fill every proposal's sub-scores (see the module docstring, step 4)."""
         agents = forecast.near(np.stack([p.states for p in proposals]))
         for p in proposals:
@@ -385,7 +385,7 @@ def _select(proposals: list[Proposal]) -> int:
 
 
 @dataclass
-class _Forecast:
+class AgentForecast:
     """Agents at constant velocity (heading held) at steps 0 ... HORIZON_STEPS of ``SIM_DT``: the
     metric states and, per step and agent (S, N), the box centre's station, the box corners'
     station and lateral extremes on the centreline, and the speed along it."""
@@ -413,7 +413,7 @@ class _Forecast:
                            a.velocity[keep]) for a in self.states]
 
     @classmethod
-    def build(cls, inputs: PlanningInputs, cl: Centerline) -> "_Forecast":
+    def build(cls, inputs: PlanningInputs, cl: Centerline) -> "AgentForecast":
         a = inputs.agents
         boxes = np.asarray(a.boxes, np.float64).reshape(-1, 7)
         vel = np.asarray(a.velocities, np.float64).reshape(-1, 2).copy()
@@ -441,7 +441,7 @@ class _Forecast:
         return cls(states, [f"{ty} {i}" for ty, i in zip(a.types, a.ids)], station, rear, lat_min, lat_max, v_along)
 
 
-def _curve_cap(cl: Centerline) -> np.ndarray:
+def curve_speed_cap(cl: Centerline) -> np.ndarray:
     """(K,) highest speed (m/s) at each centreline point: the curve limit ``sqrt(LAT_ACCEL_MAX /
     |curvature|)`` and the braking envelope (``CURVE_BRAKE``) towards every slower point ahead."""
     v = np.sqrt(LAT_ACCEL_MAX / np.maximum(np.abs(cl.curvature), 1e-4))
@@ -450,7 +450,7 @@ def _curve_cap(cl: Centerline) -> np.ndarray:
     return v
 
 
-def _idm_profile(v: float, s: float, target: float, offset_at, fc: _Forecast, cl: Centerline,
+def idm_profile(v: float, s: float, target: float, offset_at, fc: AgentForecast, cl: Centerline,
                  cap: np.ndarray, s_goal: float | None = None, idm: IDMParams = PDM_IDM) -> tuple[np.ndarray, str | None]:
     """Stations (HORIZON_STEPS + 1,) m of one IDM proposal from station ``s`` at speed ``v``, and the
     IDM leader at the start ("TYPE id", "the route's end", or None). ``s_goal``: the destination's

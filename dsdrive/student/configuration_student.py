@@ -22,6 +22,7 @@ from transformers import AutoConfig, PretrainedConfig
 from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS
 from dsdrive.data.types import AGENT_TYPES, CAMERA_NAMES, COMMANDS, FUTURE_STEPS, MAP_TYPES
 from dsdrive.student.backbone import tiny_qwen2_config
+from dsdrive.student.lane_prior import IDM_MIN_SPEED_MPS
 from dsdrive.student.waypoint_head import WAYPOINT_PRIORS
 
 DEFAULT_LOSS_WEIGHTS = {
@@ -84,7 +85,10 @@ class StudentConfig(PretrainedConfig):
         waypoint_prior: ``cv_gate`` (default: anchors pulled towards the CV rollout by a learned gate)
             or ``kinematic`` (a zero-initialised residual over a learned blend of constant velocity,
             CTRV and lane following, with the speed trend fed to the head; the processor then adds
-            the ``lane_prior`` batch key), see :class:`dsdrive.student.waypoint_head.WaypointHead`.
+            the ``lane_prior`` batch key), see :class:`dsdrive.student.waypoint_head.WaypointHead`; or
+            ``kinematic_idm``: the same + a fourth prior, PDM-Closed's IDM along the command's lane
+            (batch key ``idm_prior``, :func:`dsdrive.student.lane_prior.lane_idm_prior`).
+        idm_prior_min_speed: lowest target speed (m/s) of that IDM prior (``kinematic_idm`` only).
         planning_cvae: add DistillDrive's conditional VAE op on the planning queries, where its
             student places it (:class:`dsdrive.distilldrive.cvae.ConditionalVAE`, FIERY-style): the
             18 query states the LLM returns get a residual update decoded from a latent z (32),
@@ -164,6 +168,7 @@ class StudentConfig(PretrainedConfig):
         waypoint_cv_gate_init: float = 0.5,
         waypoint_use_ego: bool = True,
         waypoint_prior: str = "cv_gate",
+        idm_prior_min_speed: float = IDM_MIN_SPEED_MPS,
         use_ego_status: bool = True,
         planning_cvae: bool = False,
         plan_selection: str = "best",
@@ -242,6 +247,9 @@ class StudentConfig(PretrainedConfig):
         if waypoint_prior not in WAYPOINT_PRIORS:
             raise ValueError(f"StudentConfig: field 'waypoint_prior' is {waypoint_prior!r}; expected one of {WAYPOINT_PRIORS}")
         self.waypoint_prior = waypoint_prior
+        if not float(idm_prior_min_speed) >= 0:
+            raise ValueError(f"StudentConfig: field 'idm_prior_min_speed' is {idm_prior_min_speed!r}; expected >= 0 (m/s)")
+        self.idm_prior_min_speed = float(idm_prior_min_speed)
         self.use_ego_status = bool(use_ego_status)
         self.planning_cvae = bool(planning_cvae)
         if plan_selection not in PLAN_SELECTIONS:

@@ -334,12 +334,12 @@ class StudentModel(PreTrainedModel):
         return out["features"], (out["kl"] if future is not None else None)
 
     def _heads(self, query_states: torch.Tensor, command: torch.Tensor, ego: torch.Tensor | None = None,
-               lane_prior: torch.Tensor | None = None):
+               lane_prior: torch.Tensor | None = None, idm_prior: torch.Tensor | None = None):
         """Waypoint / mode / meta-action heads on the (B, K*M, H) query features of :meth:`_query_features`
         (already in the heads' dtype)."""
         q = query_states
         use_ego = self.config.waypoint_use_ego and self.config.use_ego_status  # ablation: no kinematics, no CV pull
-        waypoints, logits = self.waypoint_head(q, self.anchors, ego if use_ego else None, lane_prior=lane_prior)
+        waypoints, logits = self.waypoint_head(q, self.anchors, ego if use_ego else None, lane_prior=lane_prior, idm_prior=idm_prior)
         meta = None
         if self.meta_action_head is not None:
             pooled = select_command(q.reshape(q.shape[0], self.config.num_commands, self.config.num_modes, -1), command).mean(1)
@@ -352,7 +352,7 @@ class StudentModel(PreTrainedModel):
                 reasoning_ids=None, reasoning_mask=None, ego_future=None, ego_future_mask=None, risk_target=None, risk_valid=None,
                 meta_action=None, return_dict: bool = True, pixel_values=None, image_grid_thw=None, camera_intrinsics=None,
                 camera_cam2ego=None, camera_image_size=None, camera_mask=None, camera_calibrated=None, lane_prior=None,
-                **unused) -> StudentOutput:
+                idm_prior=None, **unused) -> StudentOutput:
         """One training/eval forward over [scene][prompt][queries][reasoning] ([images] first with cameras),
         or [scene][prompt][reasoning][queries] for ``config.sequence_order`` reasoning_first (teacher
         forcing: the queries read the given reasoning; reasoning token j is predicted from the state
@@ -365,7 +365,8 @@ class StudentModel(PreTrainedModel):
             reasoning_ids/reasoning_mask (B, R) teacher chain-of-thought (ends with eos);
             ego_future (B, 6, 3) + ego_future_mask (B, 6) ground truth; risk_target (B, H, W) +
             risk_valid (B,) bool; meta_action (B,) long, -100 = none; lane_prior (B, 6, 2) metres ego
-            frame (read by ``config.waypoint_prior`` kinematic only; None = the CTRV rollout instead).
+            frame (read by ``config.waypoint_prior`` kinematic / kinematic_idm only; None = the CTRV rollout
+            instead); idm_prior (B, 6, 2) metres ego frame (``kinematic_idm`` only; None = the lane prior).
 
         Returns:
             :class:`StudentOutput`; ``loss`` is the config-weighted sum of the present terms
@@ -399,7 +400,7 @@ class StudentModel(PreTrainedModel):
             fmask = ego_future_mask if ego_future_mask is not None else torch.ones(ego_future.shape[:2], dtype=torch.bool, device=ego_future.device)
         # all 18 queries, command-major like mode_logits.flatten(1) (planning KD reads them as the heads do)
         query_states, cvae_kl = self._query_features(hidden[:, q0 : q0 + nq], ego_future, fmask)
-        waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior)
+        waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior, idm_prior)
         risk_logits = self.risk_head(bev, return_logits=True)
         risk_map = torch.sigmoid(risk_logits)
         out = StudentOutput(waypoints=waypoints, mode_logits=logits, risk_map=risk_map, meta_action_logits=meta, query_states=query_states)
@@ -443,10 +444,10 @@ class StudentModel(PreTrainedModel):
         inputs = batch if isinstance(batch, (list, tuple)) else [batch]
         return self._as_batch(processor(inputs), None)
 
-    def _plan_from(self, hidden, q0, bev, command, ego=None, lane_prior=None) -> PlanOutput:
+    def _plan_from(self, hidden, q0, bev, command, ego=None, lane_prior=None, idm_prior=None) -> PlanOutput:
         nq = self.config.num_queries
         query_states, _ = self._query_features(hidden[:, q0 : q0 + nq])
-        waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior)
+        waypoints, logits, meta = self._heads(query_states, command, ego, lane_prior, idm_prior)
         modes, mlog = select_command(waypoints, command), select_command(logits, command)
         best, scores = mlog.argmax(-1), mlog.softmax(-1)
         modes3 = with_heading(modes)
@@ -483,7 +484,7 @@ class StudentModel(PreTrainedModel):
         batch = self._as_batch(batch, processor)
         embeds, mask, bev, q0, layout = self._prefix(batch, with_bev=risk_map)
         hidden, _ = self._decode(embeds, mask, position_ids=self._position_ids(mask, layout))
-        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"], batch.get("lane_prior"))
+        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"], batch.get("lane_prior"), batch.get("idm_prior"))
 
     @torch.no_grad()
     def generate_reasoning(self, embeds, mask, max_new_tokens: int, eos_token_id: int | None, layout: tuple | None = None,
@@ -540,7 +541,7 @@ class StudentModel(PreTrainedModel):
         position_ids = self._position_ids(full, layout)
         step = (full.long().cumsum(-1) - 1).clamp(min=0)[:, -n_new:] if position_ids is None else position_ids[..., -n_new:]
         h, _ = self._decode(new, full, past=past, position_ids=step, use_cache=True)
-        return self._plan_from(h, n_new - nq, bev, batch["command"], batch["ego"], batch.get("lane_prior")), ids
+        return self._plan_from(h, n_new - nq, bev, batch["command"], batch["ego"], batch.get("lane_prior"), batch.get("idm_prior")), ids
 
     @torch.no_grad()
     def plan_and_explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None,
@@ -567,7 +568,7 @@ class StudentModel(PreTrainedModel):
             return self._reason_then_plan(batch, max_new_tokens, eos_token_id, risk_map)
         embeds, mask, bev, q0, layout = self._prefix(batch, with_bev=risk_map)
         hidden, ids = self.generate_reasoning(embeds, mask, max_new_tokens, eos_token_id, layout)
-        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"], batch.get("lane_prior")), ids
+        return self._plan_from(hidden, q0, bev, batch["command"], batch["ego"], batch.get("lane_prior"), batch.get("idm_prior")), ids
 
     @torch.no_grad()
     def explain(self, batch, processor=None, max_new_tokens: int | None = None, eos_token_id: int | None = None) -> torch.Tensor:

@@ -16,8 +16,9 @@
 Batch keys and shapes (B samples, N agents, M polylines, P prompt, R reasoning tokens, at least 1
 each so no tensor is empty): agents (B, N, 9) float, agent_types (B, N) long, agents_mask (B, N)
 bool, map_points (B, M, 20, 2), map_types (B, M), map_mask (B, M), ego (B, 28), command (B,),
-prompt_ids (B, P), prompt_mask (B, P), lane_prior (B, 6, 2) (only with ``config.waypoint_prior`` kinematic:
-:func:`dsdrive.student.lane_prior.lane_following_prior`, ego frame, metres); targets: ego_future (B, 6, 3), ego_future_mask (B, 6),
+prompt_ids (B, P), prompt_mask (B, P), lane_prior (B, 6, 2) (only with ``config.waypoint_prior`` kinematic or
+kinematic_idm: :func:`dsdrive.student.lane_prior.lane_following_prior`, ego frame, metres), idm_prior (B, 6, 2)
+(only with kinematic_idm: :func:`dsdrive.student.lane_prior.lane_idm_prior`, ego frame, metres); targets: ego_future (B, 6, 3), ego_future_mask (B, 6),
 reasoning_ids (B, R), reasoning_mask (B, R), risk_target (B, H, W), risk_valid (B,), meta_action (B,) (-100 = none).
 Camera keys (N = ``len(config.cameras)``): pixel_values (patches of the B*N images, D), image_grid_thw
 (B*N, 3), camera_intrinsics (B, N, 3, 3), camera_cam2ego (B, N, 4, 4), camera_image_size (B, N, 2),
@@ -50,7 +51,8 @@ from dsdrive.annotation.reasoning import render_reasoning, render_student_prompt
 from dsdrive.annotation.schema import Annotation
 from dsdrive.student.bev import BevGrid, rasterize_risk
 from dsdrive.student.configuration_student import StudentConfig
-from dsdrive.student.lane_prior import lane_following_prior
+from dsdrive.student.lane_prior import IDM_MIN_SPEED_MPS, lane_following_prior, lane_idm_prior
+from dsdrive.student.waypoint_head import KINEMATIC_PRIORS
 from dsdrive.data.types import AGENT_TYPES, COMMANDS, MAP_POINTS, MAP_TYPES, PlanningInputs, PlanningSample
 from dsdrive.student.vision_backbone import collate_cameras, encode_cameras, set_pixel_budget
 
@@ -176,8 +178,12 @@ class StudentProcessor:
             inputs = without_ego_status(inputs)
         if getattr(self.config, "reads_objects", True):
             feats = self.featurizer(inputs)
-            if getattr(self.config, "waypoint_prior", "cv_gate") == "kinematic" and getattr(self.config, "use_ego_status", True):  # the head's lane-following prior (map + speed)
+            prior = getattr(self.config, "waypoint_prior", "cv_gate")
+            if prior in KINEMATIC_PRIORS and getattr(self.config, "use_ego_status", True):  # the head's lane-following prior (map + speed)
                 feats["lane_prior"] = lane_following_prior(inputs, self.config.future_steps)
+                if prior == "kinematic_idm":  # + PDM-Closed's IDM along that lane (map + speed + agents)
+                    feats["idm_prior"] = lane_idm_prior(inputs, self.config.future_steps,
+                                                        min_speed=getattr(self.config, "idm_prior_min_speed", IDM_MIN_SPEED_MPS))
         else:  # camera student: never reads the agents or the map
             feats = self.featurizer.ego_features(inputs)
         if self.image_processor is not None:
@@ -282,8 +288,9 @@ class StudentProcessor:
             q = len(x["prompt_ids"])
             out["prompt_ids"][i, :q] = torch.from_numpy(x["prompt_ids"])
             out["prompt_mask"][i, :q] = True
-        if all("lane_prior" in x for x in items):
-            out["lane_prior"] = torch.from_numpy(np.stack([x["lane_prior"] for x in items]))
+        for key in ("lane_prior", "idm_prior"):
+            if all(key in x for x in items):
+                out[key] = torch.from_numpy(np.stack([x[key] for x in items]))
         if self.image_processor is not None and all("camera_images" in x for x in items):
             out.update(collate_cameras(items, self.image_processor))
         if all("ego_future" in x for x in items):

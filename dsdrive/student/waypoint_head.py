@@ -37,10 +37,18 @@ def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEP
     return v[:, None, :] * t[None, :, None]
 
 
-WAYPOINT_PRIORS = ("cv_gate", "kinematic")
+WAYPOINT_PRIORS = ("cv_gate", "kinematic", "kinematic_idm")
 """Values of ``StudentConfig.waypoint_prior`` (see :class:`WaypointHead`)."""
+KINEMATIC_PRIORS = ("kinematic", "kinematic_idm")
+"""The ``waypoint_prior`` values that blend kinematic priors (a residual over them)."""
 NUM_KINEMATIC_PRIORS = 3
-"""Priors blended by the ``kinematic`` head: constant velocity, CTRV, lane following."""
+"""Priors blended by the ``kinematic`` head: constant velocity, CTRV, lane following (``kinematic_idm``:
++ the lane IDM, :func:`dsdrive.student.lane_prior.lane_idm_prior`)."""
+
+
+def num_priors(prior: str) -> int:
+    """Number of blended priors of a ``waypoint_prior`` value (0 for ``cv_gate``)."""
+    return {"kinematic": NUM_KINEMATIC_PRIORS, "kinematic_idm": NUM_KINEMATIC_PRIORS + 1}.get(prior, 0)
 EGO_TREND_FEATURES = 12
 """Speed trend of the ``kinematic`` head (:func:`ego_trend`): the 4 finite-difference velocities
 between consecutive history poses and the origin (vx, vy m/s / 10, ego frame) and their 4 masks."""
@@ -100,6 +108,10 @@ class WaypointHead(nn.Module):
     priors for every mode, and training adds only what the data supports (AD-MLP's "prior + learned
     correction", Zhai et al., arXiv 2305.10430). The ego projection also reads the speed trend
     (:func:`ego_trend`). Without ``ego`` (the ego-status ablation) it is anchor + offset, as above.
+    ``prior="kinematic_idm"`` blends a fourth prior, PDM-Closed's IDM along the command's lane
+    (``idm_prior``, :func:`dsdrive.student.lane_prior.lane_idm_prior`: it brakes for leaders and
+    bends and pulls away from a stop; the lane prior where none is given), so the blend starts at
+    a quarter each.
 
     Args:
         hidden_size: H, the backbone hidden size.
@@ -121,7 +133,7 @@ class WaypointHead(nn.Module):
         self.prior = prior
         self.offset_scale = float(offset_scale)
         self.norm = nn.LayerNorm(hidden_size)
-        kinematic = prior == "kinematic"
+        kinematic = prior in KINEMATIC_PRIORS
         self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES + (EGO_TREND_FEATURES if kinematic else 0), hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU())
         self.reg = nn.Linear(hidden_size, future_steps * 2)
@@ -136,32 +148,32 @@ class WaypointHead(nn.Module):
             nn.init.zeros_(self.reg.weight)
             nn.init.zeros_(self.cls.weight)
             nn.init.zeros_(self.cls.bias)
-            self.prior_blend = nn.Parameter(torch.zeros(num_commands, NUM_KINEMATIC_PRIORS, future_steps, 2))
+            self.prior_blend = nn.Parameter(torch.zeros(num_commands, num_priors(prior), future_steps, 2))
 
     @torch.no_grad()
     def fit_prior_blend(self, ego: torch.Tensor, command: torch.Tensor, future: torch.Tensor, future_mask: torch.Tensor,
-                        lane_prior: torch.Tensor | None = None, steps: int = 300, lr: float = 0.05) -> dict:
+                        lane_prior: torch.Tensor | None = None, steps: int = 300, lr: float = 0.05,
+                        idm_prior: torch.Tensor | None = None) -> dict:
         """Fit the ``kinematic`` head's blend table to training samples before training, as the planning
         vocabulary is fitted (DistillDrive's k-means): full-batch Adam on the mean L2 (m) of the blended
         prior against the ground-truth future over valid steps, from a uniform blend; deterministic.
 
         Args:
             ego (N, 28) ego vectors; command (N,) long; future (N, T, 2+) metres ego frame; future_mask
-            (N, T) bool; lane_prior (N, T, 2) or None; steps, lr: the optimisation.
+            (N, T) bool; lane_prior, idm_prior (N, T, 2) or None; steps, lr: the optimisation.
 
         Returns:
-            ``{"l2_uniform": m, "l2_fitted": m, "weights": (K, 3) mean weight per command and prior}``.
+            ``{"l2_uniform": m, "l2_fitted": m, "weights": (K, P) mean weight per command and prior}``.
 
         Raises:
-            ValueError: the head is not ``prior="kinematic"``, or no sample has a valid step.
+            ValueError: the head is not a kinematic one (:data:`KINEMATIC_PRIORS`), or no sample has a valid step.
         """
-        if self.prior != "kinematic":
-            raise ValueError(f"WaypointHead.fit_prior_blend: prior is {self.prior!r}, not 'kinematic'")
+        if self.prior not in KINEMATIC_PRIORS:
+            raise ValueError(f"WaypointHead.fit_prior_blend: prior is {self.prior!r}, not one of {KINEMATIC_PRIORS}")
         w = future_mask.to(ego.dtype)
         if float(w.sum()) == 0:
             raise ValueError("WaypointHead.fit_prior_blend: no training sample has a valid future step")
-        ctrv = ctrv_rollout(ego, self.t)
-        priors = torch.stack([constant_velocity_rollout(ego, self.t), ctrv, ctrv if lane_prior is None else lane_prior.to(ego.dtype)], 1)
+        priors = self._priors(ego, lane_prior, idm_prior)
         gt = future[..., :2].to(ego.dtype)
         logits = torch.zeros_like(self.prior_blend, dtype=ego.dtype)
         def loss_of(lg):
@@ -180,25 +192,35 @@ class WaypointHead(nn.Module):
         return {"l2_uniform": round(uniform, 4), "l2_fitted": round(float(loss_of(logits.detach())), 4),
                 "weights": torch.softmax(logits.detach(), 1).mean((2, 3)).round(decimals=3).tolist()}
 
-    def kinematic_base(self, ego: torch.Tensor, lane_prior: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 28) ego vector, optional (B, T, 2) lane prior -> (B, K, T, 2) blended kinematic prior (metres, ego frame)."""
+    def _priors(self, ego: torch.Tensor, lane_prior: torch.Tensor | None, idm_prior: torch.Tensor | None) -> torch.Tensor:
+        """(B, P, T, 2) the blended priors: CV, CTRV, lane (CTRV where None) [, lane IDM (the lane prior where None)]."""
         ctrv = ctrv_rollout(ego, self.t)
         lane = ctrv if lane_prior is None else lane_prior.to(ctrv.dtype)
-        priors = torch.stack([constant_velocity_rollout(ego, self.t), ctrv, lane], 1)  # (B, P, T, 2)
+        priors = [constant_velocity_rollout(ego, self.t), ctrv, lane]
+        if self.prior == "kinematic_idm":
+            priors.append(lane if idm_prior is None else idm_prior.to(ctrv.dtype))
+        return torch.stack(priors, 1)
+
+    def kinematic_base(self, ego: torch.Tensor, lane_prior: torch.Tensor | None = None,
+                       idm_prior: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 28) ego vector, optional (B, T, 2) lane and lane-IDM priors -> (B, K, T, 2) blended kinematic
+        prior (metres, ego frame)."""
+        priors = self._priors(ego, lane_prior, idm_prior)  # (B, P, T, 2)
         w = torch.softmax(self.prior_blend, dim=1).to(priors.dtype)  # (K, P, T, 2)
         return (w[None] * priors[:, None]).sum(2)
 
     def forward(self, query_states: torch.Tensor, anchors: torch.Tensor, ego: torch.Tensor | None = None,
-                lane_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                lane_prior: torch.Tensor | None = None, idm_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: query_states (B, K*M, H); anchors (K, M, T, 2) metres; ego (B, 28) ego vector or None;
-        lane_prior (B, T, 2) metres ego frame or None (read by ``prior="kinematic"`` only).
+        lane_prior (B, T, 2) metres ego frame or None (read by the kinematic priors only); idm_prior
+        (B, T, 2) metres ego frame or None (read by ``prior="kinematic_idm"`` only).
 
         Returns:
             waypoints (B, K, M, T, 2) metres ego frame, logits (B, K, M).
         """
         b = query_states.shape[0]
         x = self.norm(query_states)
-        kinematic = self.prior == "kinematic"
+        kinematic = self.prior in KINEMATIC_PRIORS
         if ego is not None:
             feats = ego_kinematics(ego.to(x.dtype))
             if kinematic:
@@ -211,7 +233,7 @@ class WaypointHead(nn.Module):
         if ego is None:
             return a + offsets, logits
         if kinematic:
-            return self.kinematic_base(ego.to(offsets.dtype), lane_prior)[:, :, None] + offsets, logits
+            return self.kinematic_base(ego.to(offsets.dtype), lane_prior, idm_prior)[:, :, None] + offsets, logits
         cv = constant_velocity_rollout(ego.to(offsets.dtype), self.t)[:, None, None]  # (B, 1, 1, T, 2)
         logits = logits - self.prior_temp.exp() * (a - cv).norm(dim=-1).mean(-1)
         base = a + torch.sigmoid(self.gate).reshape(1, self.k, self.m, self.t, 2) * (cv - a) if self.gate_enabled else a
@@ -270,10 +292,12 @@ def with_heading(xy: torch.Tensor) -> torch.Tensor:
 
 def fit_prior_blend_on_items(head: WaypointHead, items: list[dict]) -> dict:
     """:meth:`WaypointHead.fit_prior_blend` on a StudentProcessor's encoded training items (keys ``ego``,
-    ``command``, ``ego_future``, ``ego_future_mask``, and ``lane_prior`` when every item has one)."""
+    ``command``, ``ego_future``, ``ego_future_mask``, and ``lane_prior`` / ``idm_prior`` when every item has one)."""
     ego = torch.from_numpy(np.stack([x["ego"] for x in items])).float()
     command = torch.tensor([int(x["command"]) for x in items])
     future = torch.from_numpy(np.stack([x["ego_future"] for x in items])).float()
     mask = torch.from_numpy(np.stack([x["ego_future_mask"] for x in items])).bool()
-    lane = torch.from_numpy(np.stack([x["lane_prior"] for x in items])).float() if all("lane_prior" in x for x in items) else None
-    return head.fit_prior_blend(ego, command, future, mask, lane)
+    def stacked(key: str) -> torch.Tensor | None:
+        return torch.from_numpy(np.stack([x[key] for x in items])).float() if all(key in x for x in items) else None
+
+    return head.fit_prior_blend(ego, command, future, mask, stacked("lane_prior"), idm_prior=stacked("idm_prior"))

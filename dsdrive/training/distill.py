@@ -61,6 +61,7 @@ from dsdrive.student import StudentDataCollator, StudentModel, StudentProcessor
 from dsdrive.student.backbone import load_backbone, tiny_qwen2_config
 from dsdrive.student.lora import apply_lora, merge_lora
 from dsdrive.student.tokenizer import build_tokenizer
+from dsdrive.student.waypoint_head import KINEMATIC_PRIORS
 from dsdrive.training.distill_config import DistillConfig, check_annotations, resolve_backbone_path
 from dsdrive.training.distill_trainer import DistillTrainer, EncodedSamples
 from dsdrive.training.planning_kd import drop_planning_kd, setup_planning_kd
@@ -134,7 +135,7 @@ def build_student(args: DistillConfig, train) -> tuple[StudentModel, StudentProc
 
 
 WARM_START_FIELDS = ("scene_dim", "scene_layers", "max_agents", "max_map", "bev_height", "bev_width", "risk_layers",
-                     "risk_points", "use_meta_action_head", "waypoint_prior", "use_ego_status", "planning_cvae",
+                     "risk_points", "use_meta_action_head", "waypoint_prior", "idm_prior_min_speed", "use_ego_status", "planning_cvae",
                      "sequence_order")
 """StudentConfig fields a warm start must share with the recipe (they shape the weights or the inputs)."""
 
@@ -286,11 +287,11 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive distill") -> int:
     elif args.teacher_logprobs:
         print(f"token KD off (token_kd_weight 0): --teacher_logprobs {args.teacher_logprobs} is not read")
     train_set, collator = EncodedSamples(train, processor, teacher_logprobs=cache, cross_tokenizer=cross), StudentDataCollator(processor)
-    if getattr(model.config, "waypoint_prior", "cv_gate") == "kinematic" and args.waypoint_prior_fit and args.use_ego_status:  # fitted on the training samples, as the vocabulary
+    if getattr(model.config, "waypoint_prior", "cv_gate") in KINEMATIC_PRIORS and args.waypoint_prior_fit and args.use_ego_status:  # fitted on the training samples, as the vocabulary
         from dsdrive.student.waypoint_head import fit_prior_blend_on_items
 
         fit = fit_prior_blend_on_items(model.waypoint_head, train_set.items)
-        print(f"kinematic prior blend (CV, CTRV, lane) fitted on the training samples: mean L2 {fit['l2_uniform']} -> {fit['l2_fitted']} m, "
+        print(f"kinematic prior blend (CV, CTRV, lane[, lane IDM]) fitted on the training samples: mean L2 {fit['l2_uniform']} -> {fit['l2_fitted']} m, "
               f"weights per command {fit['weights']}")
     if args.planning_kd_teacher:  # DistillDrive planning KD from the frozen teacher's cached outputs (dsdrive.training.planning_kd)
         collator = setup_planning_kd(model, args, train, train_set.items, collator)

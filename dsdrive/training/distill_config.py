@@ -136,7 +136,8 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
     init_from: str | None = field(default=None, metadata={"help": "warm start: a saved student checkpoint folder (e.g. pretrained on MetaDrive procedural scenes) whose weights, tokenizer and planning vocabulary replace the fresh ones; its architecture must match this recipe's"})
     waypoint_prior_fit: bool = field(default=False, metadata={"help": "with waypoint_prior kinematic: fit the prior blend on the training samples before training (default false: start uniform, the k-fold-measured setting)"})
-    waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity) or 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following)"})
+    waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity), 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following) or 'kinematic_idm' (the same + PDM-Closed's IDM along the command's lane)"})
+    idm_prior_min_speed: float = field(default=3.0, metadata={"help": "waypoint_prior kinematic_idm: lowest target speed (m/s) of the lane IDM prior (0: it never leaves a stop)"})
     planning_cvae: bool = field(default=False, metadata={"help": "DistillDrive's conditional VAE op on the 18 planning queries (posterior from the ground-truth ego future in training, prior at inference; KL weight cvae_kl_weight)"})
     use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
     sequence_order: str = field(default="plan_first", metadata={"help": "plan_first = [scene][prompt][queries][reasoning] (plan in one pass); reasoning_first = [scene][prompt][reasoning][queries] (DSDrive: the plan reads the generated reasoning)"})
@@ -224,8 +225,10 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
             bad("init_from", "must be a student checkpoint folder with a config.json (dsdrive distill --output_dir)")
         if self.init_from is not None and self.scene_inputs != "objects":
             bad("init_from", "warm start is for the object-token student (scene_inputs objects)")
-        if self.waypoint_prior not in ("cv_gate", "kinematic"):
-            bad("waypoint_prior", "must be 'cv_gate' or 'kinematic'")
+        if self.waypoint_prior not in ("cv_gate", "kinematic", "kinematic_idm"):
+            bad("waypoint_prior", "must be 'cv_gate', 'kinematic' or 'kinematic_idm'")
+        if not self.idm_prior_min_speed >= 0:
+            bad("idm_prior_min_speed", "must be >= 0 (m/s)")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", "must be in [0, 1)")
         if self.use_lora and not [t for t in self.lora_target_modules.split(",") if t.strip()]:
@@ -287,6 +290,6 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
         return dict(scene_dim=self.scene_dim, scene_layers=self.scene_layers, max_agents=self.max_agents, max_map=self.max_map,
                     bev_height=self.bev_size, bev_width=self.bev_size, risk_layers=self.risk_layers, risk_points=self.risk_points,
                     risk_footprint_weight=self.risk_footprint_weight, use_meta_action_head=self.meta_action_ce_weight > 0,
-                    waypoint_cv_gate_init=self.waypoint_cv_gate_init, waypoint_prior=self.waypoint_prior, plan_selection=self.plan_selection,
+                    waypoint_cv_gate_init=self.waypoint_cv_gate_init, waypoint_prior=self.waypoint_prior, idm_prior_min_speed=self.idm_prior_min_speed, plan_selection=self.plan_selection,
                     use_ego_status=self.use_ego_status, planning_cvae=self.planning_cvae, sequence_order=self.sequence_order, max_new_tokens=self.max_reasoning_tokens,
                     loss_weights=self.loss_weights(), **self.camera_config_kwargs())

@@ -16,8 +16,12 @@ simulator step (0.1 s), the controller tracks them:
   desired acceleration is ``a = k_v (v_ref(t + preview) - v) + k_s (s_ref(t) - s_ego) + k_i
   integral`` with ``s_ego`` the ego's projection on the planned path (a critically damped
   double-integrator loop, ``k_s = w^2``, ``k_v = 2 w``; the integral removes rolling-resistance
-  bias). When the plan's speed is below ``stop_speed`` the controller brakes at least
-  ``stop_decel`` (a plan that stops must stop the car) and holds the brake at rest.
+  bias). When the plan *stands* -- its speed stays below ``stop_speed`` over the next
+  ``stop_window`` (1 s) -- the controller brakes at least ``stop_decel`` (a plan that stops must
+  stop the car) and holds the brake at rest. A plan that pulls away gently from rest (an IDM ramp
+  from 0.1 m/s) is below ``stop_speed`` for its first few tenths of a second only; braking it then,
+  as the controller did while it read the speed at ``t + preview`` alone, kept a standing ego
+  standing for ever, since every replanned ramp started again from rest.
 * **Actuator model**: MetaDrive's throttle/brake action is linear in acceleration, but with very
   different slopes (measured on ``DefaultVehicle``, MetaDrive 0.4.x, at 3-14 m/s: +2.76 m/s^2 per
   unit throttle, -16.26 m/s^2 per unit brake, -0.36 m/s^2 at exactly 0); the desired acceleration
@@ -56,6 +60,7 @@ class ControllerConfig:
     preview: float = 0.2  # s, look ahead in the speed profile
     stop_speed: float = 0.3  # m/s
     stop_decel: float = 4.0  # m/s^2, least braking while the plan stands
+    stop_window: float = 1.0  # s, the plan stands when its speed stays below stop_speed this long (from t + preview)
     accel_per_throttle: float = 2.76  # m/s^2 per unit of MetaDrive throttle
     decel_per_brake: float = 16.26  # m/s^2 per unit of MetaDrive brake
     dt: float = 0.1  # s per control step
@@ -101,6 +106,13 @@ class WaypointController:
             return 0.0
         return float(max(self._profile(max(tau, 0.0), 1), 0.0))
 
+    def plan_stands(self, t_now: float) -> bool:
+        """True when the plan's speed stays below ``stop_speed`` from ``t_now + preview`` over
+        ``stop_window`` (sampled every ``dt``; no plan: True)."""
+        c = self.config
+        n = max(int(round(c.stop_window / c.dt)), 0)
+        return max(self.reference_speed(t_now + k * c.dt) for k in range(n + 1)) < c.stop_speed
+
     def reference_progress(self, t_now: float) -> float:
         """Plan arc length (m) at ``t_now`` (held at the plan's end)."""
         tau = float(np.clip(t_now - self._t_plan, 0.0, FUTURE_STEPS * STEP_SECONDS))
@@ -133,7 +145,7 @@ class WaypointController:
         err_s = self.reference_progress(t_now) - s_ego
         self._integral = float(np.clip(self._integral + err_v * c.dt, -3.0, 3.0))
         accel = 2.0 * c.omega * err_v + c.omega**2 * err_s + c.ki * self._integral
-        if v_ref < c.stop_speed:
+        if self.plan_stands(t_now):
             self._integral = 0.0
             accel = min(accel, -c.stop_decel) if speed > c.stop_speed else -c.stop_decel
         throttle = self.throttle_for(accel)
