@@ -99,3 +99,23 @@ def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="idm_prior_min_speed"):
         DistillConfig(waypoint_prior="kinematic_idm", idm_prior_min_speed=-0.5)
     assert DistillConfig(waypoint_prior="kinematic_idm").student_config_kwargs()["idm_prior_min_speed"] == 3.0
+
+
+def test_head_learning_rate_scale_splits_the_optimizer_groups(tmp_path, one_thread):  # noqa: F811
+    from helpers_student import tiny_student
+
+    from dsdrive.training.distill_trainer import DistillTrainer
+
+    model, proc = tiny_student(waypoint_prior="kinematic_idm")
+    common = dict(output_dir=str(tmp_path / "run"), report_to=[], use_cpu=True, max_steps=1, learning_rate=1e-3)
+    head = {id(p) for n, p in model.named_parameters() if "waypoint_head." in n}
+    opt = DistillTrainer(model=model, args=DistillConfig(**common, head_learning_rate_scale=10.0), data_collator=proc.collate).create_optimizer()
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert ids <= head and g["lr"] == pytest.approx(1e-2) or not ids & head and g["lr"] == pytest.approx(1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
+    assert any(id(model.waypoint_head.prior_blend) in {id(p) for p in g["params"]} and g["lr"] == pytest.approx(1e-2) for g in opt.param_groups)
+    plain = DistillTrainer(model=model, args=DistillConfig(**common), data_collator=proc.collate).create_optimizer()
+    assert {g["lr"] for g in plain.param_groups} == {1e-3}
+    with pytest.raises(ValueError, match="head_learning_rate_scale"):
+        DistillConfig(**common, head_learning_rate_scale=0.0)

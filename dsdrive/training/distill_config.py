@@ -135,6 +135,7 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     plan_selection: str = field(default="best", metadata={"help": "student plan: 'best' mode or 'expected' (score-weighted mean of the modes)"})
     waypoint_cv_gate_init: float = field(default=0.5, metadata={"help": "initial pull of each planning mode towards the ego's constant-velocity rollout, in [0, 1)"})
     init_from: str | None = field(default=None, metadata={"help": "warm start: a saved student checkpoint folder (e.g. pretrained on MetaDrive procedural scenes) whose weights, tokenizer and planning vocabulary replace the fresh ones; its architecture must match this recipe's"})
+    head_learning_rate_scale: float = field(default=1.0, metadata={"help": "the waypoint head's parameters (planning residual, mode classifier, prior blend) learn at learning_rate x this (1: one rate for all, as before)"})
     waypoint_prior_fit: bool = field(default=False, metadata={"help": "with waypoint_prior kinematic: fit the prior blend on the training samples before training (default false: start uniform, the k-fold-measured setting)"})
     waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity), 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following) or 'kinematic_idm' (the same + PDM-Closed's IDM along the command's lane)"})
     idm_prior_min_speed: float = field(default=3.0, metadata={"help": "waypoint_prior kinematic_idm: lowest target speed (m/s) of the lane IDM prior (0: it never leaves a stop)"})
@@ -227,6 +228,8 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
             bad("init_from", "warm start is for the object-token student (scene_inputs objects)")
         if self.waypoint_prior not in ("cv_gate", "kinematic", "kinematic_idm"):
             bad("waypoint_prior", "must be 'cv_gate', 'kinematic' or 'kinematic_idm'")
+        if not self.head_learning_rate_scale > 0:
+            bad("head_learning_rate_scale", "must be > 0")
         if not self.idm_prior_min_speed >= 0:
             bad("idm_prior_min_speed", "must be >= 0 (m/s)")
         if not 0.0 <= self.lora_dropout < 1.0:

@@ -59,6 +59,34 @@ class EncodedSamples(Dataset):
 class DistillTrainer(LossTermsTrainer):
     """``Trainer`` for the student; pass ``data_collator=StudentDataCollator(processor)``."""
 
+    def create_optimizer(self, model=None):
+        """The ``Trainer``'s optimizer; with ``args.head_learning_rate_scale`` != 1 each of its parameter
+        groups is split so that the waypoint head's parameters (``waypoint_head.`` in the name: the
+        planning residual, the mode classifier, the kinematic prior blend) learn at ``lr x scale``
+        (the scheduler, created after, scales every group alike).
+
+        Raises:
+            ValueError: a scale != 1 on a model without waypoint-head parameters.
+        """
+        opt = super().create_optimizer(model)
+        scale = float(getattr(self.args, "head_learning_rate_scale", 1.0))
+        if scale == 1.0:
+            return opt
+        head = {id(p) for n, p in (self.model if model is None else model).named_parameters() if "waypoint_head." in n}
+        if not head:
+            raise ValueError("DistillTrainer: head_learning_rate_scale != 1 but the model has no waypoint_head parameter")
+        groups = []
+        for g in opt.param_groups:
+            for in_head in (False, True):
+                params = [p for p in g["params"] if (id(p) in head) == in_head]
+                if params:
+                    groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": params,
+                                   "lr": g["lr"] * (scale if in_head else 1.0)})
+        opt.param_groups.clear()
+        for g in groups:
+            opt.add_param_group(g)
+        return opt
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Weighted sum of the student's loss terms (weights from ``StudentConfig.loss_weights``).
 
