@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from dsdrive.data.dataset import load_samples
+from dsdrive.evaluation.cross_validate import is_recorded_ego
 from dsdrive.planners.student import StudentPlanner
 from dsdrive.student.waypoint_head import KINEMATIC_PRIORS
 
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.data}: no sample {sid!r}")
             picked.append(data[sid])
         if args.scene:
-            own = sorted((s for s in data.values() if s.scene_id == args.scene and "_agent-" not in s.sample_id
-                          and "mirror" not in s.sample_id), key=lambda s: sample_index(s.sample_id))
+            own = sorted((s for s in data.values() if s.scene_id == args.scene and is_recorded_ego(s)),
+                         key=lambda s: sample_index(s.sample_id))
             if not own:
                 raise ValueError(f"{args.data}: no recorded-ego sample of scene {args.scene!r}")
             picked += own[::max(args.every, 1)]

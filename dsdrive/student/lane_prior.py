@@ -61,9 +61,7 @@ def lane_following_prior(inputs: PlanningInputs, future_steps: int = FUTURE_STEP
         ValueError: an unknown command (from :func:`route_centerline`, naming the value).
     """
     speed = float(np.hypot(*ego_velocity(inputs)))
-    pts = np.ascontiguousarray(inputs.map.points)
-    digest = hashlib.blake2b(pts.tobytes(), digest_size=16).hexdigest()  # 128-bit digest of the points
-    key = (speed, inputs.command, tuple(inputs.map.types), pts.shape, str(pts.dtype), digest, future_steps, float(dt))
+    key = (speed, inputs.command, tuple(inputs.map.types), _digest(inputs.map.points), future_steps, float(dt))
     hit = _cache.get(key)
     if hit is not None:
         return hit.copy()
@@ -72,6 +70,15 @@ def lane_following_prior(inputs: PlanningInputs, future_steps: int = FUTURE_STEP
         _cache.clear()
     _cache[key] = out
     return out.copy()
+
+
+def _digest(*arrays) -> str:
+    """128-bit digest of arrays (dtype, shape and bytes of each): the cache keys' stand-in for the points."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in arrays:
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{arr.dtype}{arr.shape}".encode() + arr.tobytes())
+    return h.hexdigest()
 
 
 def _lane_following_prior(inputs: PlanningInputs, speed: float, future_steps: int, dt: float) -> np.ndarray:
@@ -103,12 +110,8 @@ def lane_idm_prior(inputs: PlanningInputs, future_steps: int = FUTURE_STEPS, dt:
         raise ValueError(f"lane_idm_prior: {future_steps} steps of {dt} s exceed the IDM horizon of {HORIZON_STEPS * SIM_DT} s")
     speed = float(np.hypot(*ego_velocity(inputs)))
     a = inputs.agents
-    arrays = [np.ascontiguousarray(inputs.map.points), np.ascontiguousarray(np.asarray(a.boxes, np.float64)),
-              np.ascontiguousarray(np.asarray(a.velocities, np.float64))]
-    h = hashlib.blake2b(digest_size=16)
-    for arr in arrays:
-        h.update(str(arr.shape).encode() + arr.tobytes())
-    key = ("idm", speed, inputs.command, tuple(inputs.map.types), tuple(a.types), h.hexdigest(), future_steps, float(dt), float(min_speed))
+    key = ("idm", speed, inputs.command, tuple(inputs.map.types), tuple(a.types),
+           _digest(inputs.map.points, np.asarray(a.boxes, np.float64), np.asarray(a.velocities, np.float64)), future_steps, float(dt), float(min_speed))
     hit = _cache.get(key)
     if hit is not None:
         return hit.copy()

@@ -39,16 +39,11 @@ def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEP
 
 WAYPOINT_PRIORS = ("cv_gate", "kinematic", "kinematic_idm")
 """Values of ``StudentConfig.waypoint_prior`` (see :class:`WaypointHead`)."""
-KINEMATIC_PRIORS = ("kinematic", "kinematic_idm")
-"""The ``waypoint_prior`` values that blend kinematic priors (a residual over them)."""
-NUM_KINEMATIC_PRIORS = 3
-"""Priors blended by the ``kinematic`` head: constant velocity, CTRV, lane following (``kinematic_idm``:
+BLENDED_PRIORS = {"kinematic": 3, "kinematic_idm": 4}
+"""Priors blended per ``waypoint_prior`` value: constant velocity, CTRV, lane following (``kinematic_idm``:
 + the lane IDM, :func:`dsdrive.student.lane_prior.lane_idm_prior`)."""
-
-
-def num_priors(prior: str) -> int:
-    """Number of blended priors of a ``waypoint_prior`` value (0 for ``cv_gate``)."""
-    return {"kinematic": NUM_KINEMATIC_PRIORS, "kinematic_idm": NUM_KINEMATIC_PRIORS + 1}.get(prior, 0)
+KINEMATIC_PRIORS = tuple(BLENDED_PRIORS)
+"""The ``waypoint_prior`` values that blend kinematic priors (a residual over them)."""
 EGO_TREND_FEATURES = 12
 """Speed trend of the ``kinematic`` head (:func:`ego_trend`): the 4 finite-difference velocities
 between consecutive history poses and the origin (vx, vy m/s / 10, ego frame) and their 4 masks."""
@@ -148,7 +143,7 @@ class WaypointHead(nn.Module):
             nn.init.zeros_(self.reg.weight)
             nn.init.zeros_(self.cls.weight)
             nn.init.zeros_(self.cls.bias)
-            self.prior_blend = nn.Parameter(torch.zeros(num_commands, num_priors(prior), future_steps, 2))
+            self.prior_blend = nn.Parameter(torch.zeros(num_commands, BLENDED_PRIORS[prior], future_steps, 2))
 
     @torch.no_grad()
     def fit_prior_blend(self, ego: torch.Tensor, command: torch.Tensor, future: torch.Tensor, future_mask: torch.Tensor,
@@ -297,6 +292,7 @@ def fit_prior_blend_on_items(head: WaypointHead, items: list[dict]) -> dict:
     command = torch.tensor([int(x["command"]) for x in items])
     future = torch.from_numpy(np.stack([x["ego_future"] for x in items])).float()
     mask = torch.from_numpy(np.stack([x["ego_future_mask"] for x in items])).bool()
+
     def stacked(key: str) -> torch.Tensor | None:
         return torch.from_numpy(np.stack([x[key] for x in items])).float() if all(key in x for x in items) else None
 

@@ -71,6 +71,8 @@ from transformers import TrainingArguments
 from dsdrive.student.backbone import resolve_backbone_path  # noqa: F401 (re-exported: recipes and configs import it from here)
 from dsdrive.data.paths import PROMPTS_DIR
 from dsdrive.student.camera_student import CameraStudentArguments
+from dsdrive.student.lane_prior import IDM_MIN_SPEED_MPS
+from dsdrive.student.waypoint_head import WAYPOINT_PRIORS
 
 ANNOTATION_COLUMN = "annotation"
 """Dataset column holding the teacher annotation JSON (:mod:`dsdrive.data.dataset`)."""
@@ -138,7 +140,7 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
     head_learning_rate_scale: float = field(default=1.0, metadata={"help": "the waypoint head's parameters (planning residual, mode classifier, prior blend) learn at learning_rate x this (1: one rate for all, as before)"})
     waypoint_prior_fit: bool = field(default=False, metadata={"help": "with waypoint_prior kinematic: fit the prior blend on the training samples before training (default false: start uniform, the k-fold-measured setting)"})
     waypoint_prior: str = field(default="cv_gate", metadata={"help": "waypoint head base: 'cv_gate' (anchors pulled towards constant velocity), 'kinematic' (zero-initialised residual over a learned blend of CV, CTRV and lane following) or 'kinematic_idm' (the same + PDM-Closed's IDM along the command's lane)"})
-    idm_prior_min_speed: float = field(default=3.0, metadata={"help": "waypoint_prior kinematic_idm: lowest target speed (m/s) of the lane IDM prior (0: it never leaves a stop)"})
+    idm_prior_min_speed: float = field(default=IDM_MIN_SPEED_MPS, metadata={"help": "waypoint_prior kinematic_idm: lowest target speed (m/s) of the lane IDM prior (0: it never leaves a stop)"})
     planning_cvae: bool = field(default=False, metadata={"help": "DistillDrive's conditional VAE op on the 18 planning queries (posterior from the ground-truth ego future in training, prior at inference; KL weight cvae_kl_weight)"})
     use_ego_status: bool = field(default=True, metadata={"help": "false = ego-status ablation (AD-MLP; Li et al. CVPR 2024): the student never reads ego status or history"})
     sequence_order: str = field(default="plan_first", metadata={"help": "plan_first = [scene][prompt][queries][reasoning] (plan in one pass); reasoning_first = [scene][prompt][reasoning][queries] (DSDrive: the plan reads the generated reasoning)"})
@@ -226,8 +228,8 @@ class DistillConfig(CameraStudentArguments, TrainingArguments):
             bad("init_from", "must be a student checkpoint folder with a config.json (dsdrive distill --output_dir)")
         if self.init_from is not None and self.scene_inputs != "objects":
             bad("init_from", "warm start is for the object-token student (scene_inputs objects)")
-        if self.waypoint_prior not in ("cv_gate", "kinematic", "kinematic_idm"):
-            bad("waypoint_prior", "must be 'cv_gate', 'kinematic' or 'kinematic_idm'")
+        if self.waypoint_prior not in WAYPOINT_PRIORS:
+            bad("waypoint_prior", f"must be one of {WAYPOINT_PRIORS}")
         if not self.head_learning_rate_scale > 0:
             bad("head_learning_rate_scale", "must be > 0")
         if not self.idm_prior_min_speed >= 0:
