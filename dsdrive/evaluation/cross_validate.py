@@ -25,7 +25,9 @@ planning-teacher``, privileged: it reads ground-truth agent futures) and ``stude
 kinematics and plans a residual on its CTRV rollout); ``student_cvae`` is the student with
 DistillDrive's conditional VAE op on its planning queries (``--planning_cvae true``) and
 ``student_kd_cvae`` DistillDrive's full student recipe: feature KD from ``planning_teacher_kinematic``
-plus the VAE op; ``student_warm_start`` is the student recipe
+plus the VAE op; ``student_idm_modes`` is the student whose modes are lane-IDM proposals
+(``--waypoint_prior idm_modes --plan_selection best``, :class:`dsdrive.student.waypoint_head.WaypointHead`);
+``student_warm_start`` is the student recipe
 fine-tuned from a saved student (``--planner-args student_warm_start="--init_from CKPT"``, required:
 e.g. a student pretrained on MetaDrive procedural scenes, which never saw a nuScenes scene).
 ``--planner-args NAME="ARGS"`` appends flags to a planner's training command (later flags override).
@@ -110,6 +112,8 @@ RECIPES: dict[str, PlannerRecipe] = {
                                           ("--config", str(CONFIGS / "tiny" / "distill_kd.yaml"), "--eval_open_loop", "false", "--disable_tqdm", "true"),
                                           teacher="planning_teacher_kinematic"),
     "student_cvae": PlannerRecipe("student", "dsdrive.training.distill", (*_STUDENT, "--planning_cvae", "true")),
+    "student_idm_modes": PlannerRecipe("student", "dsdrive.training.distill",
+                                       (*_STUDENT, "--waypoint_prior", "idm_modes", "--plan_selection", "best")),
     "student_kd_cvae": PlannerRecipe("student", "dsdrive.training.distill",
                                      ("--config", str(CONFIGS / "tiny" / "distill_kd.yaml"), "--eval_open_loop", "false", "--disable_tqdm", "true",
                                       "--planning_cvae", "true"),
@@ -118,10 +122,10 @@ RECIPES: dict[str, PlannerRecipe] = {
 """Cross-validated planners by name (see the module docstring)."""
 NATURAL_PAIRS = (("student", "student_no_ego"), ("student_kd", "student"), ("student_kd_kinematic", "student"), ("student_reasoning_first", "student"),
                  ("student_warm_start", "student"), ("student_cvae", "student"), ("student_kd_cvae", "student"),
-                 ("student_kd_cvae", "student_cvae"))
+                 ("student_kd_cvae", "student_cvae"), ("student_idm_modes", "student"))
 """Comparisons added whenever both planners run (the ego-status ablation, the gain of planning KD,
 reasoning-first vs plan-first ordering, the gain of a warm start / pretraining, of the VAE op, of
-KD + the VAE op, and of KD given the VAE op)."""
+KD + the VAE op, of KD given the VAE op, and of proposal modes over the kinematic head)."""
 
 
 # ---------------------------------------------------------------------------------------------- folds

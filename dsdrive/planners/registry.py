@@ -17,6 +17,8 @@ PLANNERS: dict[str, tuple[str, str, bool]] = {
     # name: (module, class, needs a checkpoint)
     "constant_velocity": ("dsdrive.planners.constant_velocity", "ConstantVelocityPlanner", False),
     "constant_turn_rate": ("dsdrive.planners.constant_velocity", "ConstantTurnRatePlanner", False),
+    "lane_following": ("dsdrive.planners.lane_priors", "LaneFollowingPlanner", False),  # the student's lane prior alone
+    "lane_idm": ("dsdrive.planners.lane_priors", "LaneIDMPlanner", False),  # the student's lane-IDM prior alone
     "ego_mlp": ("dsdrive.planners.ego_mlp", "EgoMLPPlanner", True),
     "student": ("dsdrive.planners.student", "StudentPlanner", True),
     "planning_teacher": ("dsdrive.planners.distilldrive_teacher", "PlanningTeacherPlanner", True),  # privileged (GT agent futures)

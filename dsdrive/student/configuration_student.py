@@ -87,7 +87,9 @@ class StudentConfig(PretrainedConfig):
             CTRV and lane following, with the speed trend fed to the head; the processor then adds
             the ``lane_prior`` batch key), see :class:`dsdrive.student.waypoint_head.WaypointHead`; or
             ``kinematic_idm``: the same + a fourth prior, PDM-Closed's IDM along the command's lane
-            (batch key ``idm_prior``, :func:`dsdrive.student.lane_prior.lane_idm_prior`).
+            (batch key ``idm_prior``, :func:`dsdrive.student.lane_prior.lane_idm_prior`); or
+            ``idm_modes``: each mode is a lane-IDM proposal at its own target speed (0 … 15 m/s) plus a
+            residual (batch key ``idm_prior`` (B, M, 6, 2), :func:`dsdrive.student.lane_prior.lane_idm_proposals`).
         idm_prior_min_speed: lowest target speed (m/s) of that IDM prior (``kinematic_idm`` only).
         planning_cvae: add DistillDrive's conditional VAE op on the planning queries, where its
             student places it (:class:`dsdrive.distilldrive.cvae.ConditionalVAE`, FIERY-style): the

@@ -40,6 +40,10 @@ IDM_MIN_SPEED_MPS = 3.0
 """Default lowest target speed (m/s) of :func:`lane_idm_prior`: a standing ego with free road ahead
 is planned to pull away (0: the IDM holds the current speed, so it never leaves a stop)."""
 
+IDM_MODES_TOP_SPEED_MPS = 15.0
+"""Fastest target speed (m/s) of the ``idm_modes`` proposals (:func:`idm_mode_targets`); the logged
+ego of the shared nuScenes-mini scenes drives at most ~17.5 m/s."""
+
 LANE_MARGIN_M = 10.0
 """The centreline reaches this far (m) beyond the 3 s constant-speed distance."""
 
@@ -105,27 +109,66 @@ def lane_idm_prior(inputs: PlanningInputs, future_steps: int = FUTURE_STEPS, dt:
     """
     if not min_speed >= 0:
         raise ValueError(f"lane_idm_prior: min_speed {min_speed} must be >= 0 (m/s)")
+    speed = float(np.hypot(*ego_velocity(inputs)))
+    return lane_idm_proposals(inputs, (max(speed, float(min_speed)),), future_steps, dt)[0]
+
+
+def idm_mode_targets(num_modes: int, top_speed: float = IDM_MODES_TOP_SPEED_MPS) -> tuple[float, ...]:
+    """Target speeds (m/s) of the ``idm_modes`` proposals: ``num_modes`` evenly spaced from 0 (the stop
+    proposal) to ``top_speed`` (6 modes: 0, 3, 6, 9, 12, 15).
+
+    Raises:
+        ValueError: fewer than 2 modes or a top speed <= 0 (names the value).
+    """
+    if num_modes < 2 or not top_speed > 0:
+        raise ValueError(f"idm_mode_targets: num_modes {num_modes} must be >= 2 and top_speed {top_speed} > 0 (m/s)")
+    return tuple(float(v) for v in np.linspace(0.0, float(top_speed), int(num_modes)))
+
+
+def lane_idm_proposals(inputs: PlanningInputs, targets: tuple[float, ...], future_steps: int = FUTURE_STEPS,
+                       dt: float = STEP_SECONDS) -> np.ndarray:
+    """(len(targets), future_steps, 2) float32 ego-frame x, y (m) at +dt ... +future_steps*dt s: one
+    lane-IDM proposal per target speed (m/s; 0 = PDM-Closed's stop proposal), each as
+    :func:`lane_idm_prior` (the command's lane at the current lateral offset, constant-velocity
+    leaders, the curve cap; the centreline reaches as far as the fastest target needs, so a
+    proposal depends on the fastest target of its set): PDM-Closed's set of speed proposals (Dauner et al., CoRL 2023) built
+    from the planning inputs alone, the modes of ``waypoint_prior: idm_modes``. Cached per target
+    on everything it reads.
+
+    Raises:
+        ValueError: an unknown command (from :func:`route_centerline`), a negative or non-finite
+            target, no target, or ``future_steps * dt`` beyond the IDM's 4 s horizon (names the value).
+    """
+    targets = tuple(float(v) for v in targets)
+    if not targets or not all(np.isfinite(v) and v >= 0 for v in targets):
+        raise ValueError(f"lane_idm_proposals: targets {targets} must be one or more finite speeds >= 0 (m/s)")
     stride = int(round(dt / SIM_DT))
     if stride * future_steps > HORIZON_STEPS:
-        raise ValueError(f"lane_idm_prior: {future_steps} steps of {dt} s exceed the IDM horizon of {HORIZON_STEPS * SIM_DT} s")
+        raise ValueError(f"lane_idm_proposals: {future_steps} steps of {dt} s exceed the IDM horizon of {HORIZON_STEPS * SIM_DT} s")
     speed = float(np.hypot(*ego_velocity(inputs)))
+    reach = max(speed, max(targets)) * HORIZON_STEPS * SIM_DT + LANE_MARGIN_M  # one centreline for every target
     a = inputs.agents
-    key = ("idm", speed, inputs.command, tuple(inputs.map.types), tuple(a.types),
-           _digest(inputs.map.points, np.asarray(a.boxes, np.float64), np.asarray(a.velocities, np.float64)), future_steps, float(dt), float(min_speed))
-    hit = _cache.get(key)
-    if hit is not None:
-        return hit.copy()
-    target = max(speed, float(min_speed))
-    reach = target * HORIZON_STEPS * SIM_DT + LANE_MARGIN_M
-    line = route_centerline(inputs.map, None, inputs.command, reach, reach)
-    station, offset = line.project(np.zeros((1, 2)))
-    s0, d0 = float(station[0]), float(offset[0])
-    stations, _ = idm_profile(speed, s0, target, lambda st: np.full_like(np.asarray(st, np.float64), d0),
-                              AgentForecast.build(inputs, line), line, curve_speed_cap(line))
-    knots = stations[stride::stride][:future_steps]
-    xy, _ = line.pose(knots, np.full(future_steps, d0))
-    out = np.nan_to_num(xy).astype(np.float32)
-    if len(_cache) >= CACHE_SIZE:
-        _cache.clear()
-    _cache[key] = out
-    return out.copy()
+    scene = (speed, reach, inputs.command, tuple(inputs.map.types), tuple(a.types),
+             _digest(inputs.map.points, np.asarray(a.boxes, np.float64), np.asarray(a.velocities, np.float64)), future_steps, float(dt))
+    out = np.zeros((len(targets), future_steps, 2), np.float32)
+    missing = []
+    for i, target in enumerate(targets):
+        hit = _cache.get(("idm", target) + scene)
+        if hit is None:
+            missing.append(i)
+        else:
+            out[i] = hit
+    if missing:
+        line = route_centerline(inputs.map, None, inputs.command, reach, reach)
+        station, offset = line.project(np.zeros((1, 2)))
+        s0, d0 = float(station[0]), float(offset[0])
+        forecast, cap = AgentForecast.build(inputs, line), curve_speed_cap(line)
+        for i in missing:
+            stations, _ = idm_profile(speed, s0, targets[i], lambda st: np.full_like(np.asarray(st, np.float64), d0),
+                                      forecast, line, cap)
+            xy, _ = line.pose(stations[stride::stride][:future_steps], np.full(future_steps, d0))
+            out[i] = np.nan_to_num(xy)
+            if len(_cache) >= CACHE_SIZE:
+                _cache.clear()
+            _cache[("idm", targets[i]) + scene] = out[i].copy()
+    return out

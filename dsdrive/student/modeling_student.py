@@ -366,7 +366,8 @@ class StudentModel(PreTrainedModel):
             ego_future (B, 6, 3) + ego_future_mask (B, 6) ground truth; risk_target (B, H, W) +
             risk_valid (B,) bool; meta_action (B,) long, -100 = none; lane_prior (B, 6, 2) metres ego
             frame (read by ``config.waypoint_prior`` kinematic / kinematic_idm only; None = the CTRV rollout
-            instead); idm_prior (B, 6, 2) metres ego frame (``kinematic_idm`` only; None = the lane prior).
+            instead); idm_prior (B, 6, 2) metres ego frame (``kinematic_idm`` only; None = the lane prior), or
+            (B, M, 6, 2) one proposal per mode (``idm_modes``; required).
 
         Returns:
             :class:`StudentOutput`; ``loss`` is the config-weighted sum of the present terms

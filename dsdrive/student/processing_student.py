@@ -18,7 +18,8 @@ each so no tensor is empty): agents (B, N, 9) float, agent_types (B, N) long, ag
 bool, map_points (B, M, 20, 2), map_types (B, M), map_mask (B, M), ego (B, 28), command (B,),
 prompt_ids (B, P), prompt_mask (B, P), lane_prior (B, 6, 2) (only with ``config.waypoint_prior`` kinematic or
 kinematic_idm: :func:`dsdrive.student.lane_prior.lane_following_prior`, ego frame, metres), idm_prior (B, 6, 2)
-(only with kinematic_idm: :func:`dsdrive.student.lane_prior.lane_idm_prior`, ego frame, metres); targets: ego_future (B, 6, 3), ego_future_mask (B, 6),
+(only with kinematic_idm: :func:`dsdrive.student.lane_prior.lane_idm_prior`, ego frame, metres; with idm_modes
+(B, M, 6, 2): :func:`dsdrive.student.lane_prior.lane_idm_proposals` at :func:`~dsdrive.student.lane_prior.idm_mode_targets`); targets: ego_future (B, 6, 3), ego_future_mask (B, 6),
 reasoning_ids (B, R), reasoning_mask (B, R), risk_target (B, H, W), risk_valid (B,), meta_action (B,) (-100 = none).
 Camera keys (N = ``len(config.cameras)``): pixel_values (patches of the B*N images, D), image_grid_thw
 (B*N, 3), camera_intrinsics (B, N, 3, 3), camera_cam2ego (B, N, 4, 4), camera_image_size (B, N, 2),
@@ -51,7 +52,7 @@ from dsdrive.annotation.reasoning import render_reasoning, render_student_prompt
 from dsdrive.annotation.schema import Annotation
 from dsdrive.student.bev import BevGrid, rasterize_risk
 from dsdrive.student.configuration_student import StudentConfig
-from dsdrive.student.lane_prior import IDM_MIN_SPEED_MPS, lane_following_prior, lane_idm_prior
+from dsdrive.student.lane_prior import IDM_MIN_SPEED_MPS, idm_mode_targets, lane_following_prior, lane_idm_prior, lane_idm_proposals
 from dsdrive.student.waypoint_head import KINEMATIC_PRIORS
 from dsdrive.data.types import AGENT_TYPES, COMMANDS, MAP_POINTS, MAP_TYPES, PlanningInputs, PlanningSample
 from dsdrive.student.vision_backbone import collate_cameras, encode_cameras, set_pixel_budget
@@ -184,6 +185,8 @@ class StudentProcessor:
                 if prior == "kinematic_idm":  # + PDM-Closed's IDM along that lane (map + speed + agents)
                     feats["idm_prior"] = lane_idm_prior(inputs, self.config.future_steps,
                                                         min_speed=getattr(self.config, "idm_prior_min_speed", IDM_MIN_SPEED_MPS))
+            elif prior == "idm_modes" and getattr(self.config, "use_ego_status", True):  # one lane-IDM proposal per mode
+                feats["idm_prior"] = lane_idm_proposals(inputs, idm_mode_targets(self.config.num_modes), self.config.future_steps)
         else:  # camera student: never reads the agents or the map
             feats = self.featurizer.ego_features(inputs)
         if self.image_processor is not None:

@@ -37,13 +37,15 @@ def constant_velocity_rollout(ego: torch.Tensor, future_steps: int = FUTURE_STEP
     return v[:, None, :] * t[None, :, None]
 
 
-WAYPOINT_PRIORS = ("cv_gate", "kinematic", "kinematic_idm")
+WAYPOINT_PRIORS = ("cv_gate", "kinematic", "kinematic_idm", "idm_modes")
 """Values of ``StudentConfig.waypoint_prior`` (see :class:`WaypointHead`)."""
 BLENDED_PRIORS = {"kinematic": 3, "kinematic_idm": 4}
 """Priors blended per ``waypoint_prior`` value: constant velocity, CTRV, lane following (``kinematic_idm``:
 + the lane IDM, :func:`dsdrive.student.lane_prior.lane_idm_prior`)."""
 KINEMATIC_PRIORS = tuple(BLENDED_PRIORS)
 """The ``waypoint_prior`` values that blend kinematic priors (a residual over them)."""
+PROPOSAL_SCALE_M = 10.0
+"""Divisor (m) of the lane-IDM proposals read by the ``idm_modes`` mode classifier."""
 EGO_TREND_FEATURES = 12
 """Speed trend of the ``kinematic`` head (:func:`ego_trend`): the 4 finite-difference velocities
 between consecutive history poses and the origin (vx, vy m/s / 10, ego frame) and their 4 masks."""
@@ -108,6 +110,16 @@ class WaypointHead(nn.Module):
     bends and pulls away from a stop; the lane prior where none is given), so the blend starts at
     a quarter each.
 
+    ``prior="idm_modes"`` makes the modes PDM-Closed's speed proposals built from the planning inputs
+    (Dauner et al., CoRL 2023; :func:`dsdrive.student.lane_prior.lane_idm_proposals`): mode m is the
+    lane IDM towards target speed m (batch key ``idm_prior`` of shape (B, M, T, 2); 0 = the stop
+    proposal) plus a zero-initialised residual, ``w[k, m] = idm[m] + s * reg(h[k, m])``, and each
+    mode's query also reads its own proposal (``proposal_proj``), so the classifier scores
+    proposals that differ in speed, braking for leaders and bends by construction: the learned
+    scorer over a proposal set of PDM-Hybrid / Hydra-MDP, with a proposal set that reads the scene.
+    The lateral path is the command's lane at every mode; the learning is the choice of speed and
+    a small correction. Without ``ego`` it is anchor + offset.
+
     Args:
         hidden_size: H, the backbone hidden size.
         num_commands, num_modes, future_steps: K, M, T (3, 6, 6).
@@ -129,7 +141,8 @@ class WaypointHead(nn.Module):
         self.offset_scale = float(offset_scale)
         self.norm = nn.LayerNorm(hidden_size)
         kinematic = prior in KINEMATIC_PRIORS
-        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES + (EGO_TREND_FEATURES if kinematic else 0), hidden_size)
+        trend = kinematic or prior == "idm_modes"
+        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES + (EGO_TREND_FEATURES if trend else 0), hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU())
         self.reg = nn.Linear(hidden_size, future_steps * 2)
         self.cls = nn.Linear(hidden_size, 1)
@@ -144,6 +157,11 @@ class WaypointHead(nn.Module):
             nn.init.zeros_(self.cls.weight)
             nn.init.zeros_(self.cls.bias)
             self.prior_blend = nn.Parameter(torch.zeros(num_commands, BLENDED_PRIORS[prior], future_steps, 2))
+        if prior == "idm_modes":  # untrained head = the proposals, scored alike
+            nn.init.zeros_(self.reg.weight)
+            nn.init.zeros_(self.cls.weight)
+            nn.init.zeros_(self.cls.bias)
+            self.proposal_proj = nn.Linear(future_steps * 2, hidden_size)
 
     @torch.no_grad()
     def fit_prior_blend(self, ego: torch.Tensor, command: torch.Tensor, future: torch.Tensor, future_mask: torch.Tensor,
@@ -208,17 +226,30 @@ class WaypointHead(nn.Module):
                 lane_prior: torch.Tensor | None = None, idm_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: query_states (B, K*M, H); anchors (K, M, T, 2) metres; ego (B, 28) ego vector or None;
         lane_prior (B, T, 2) metres ego frame or None (read by the kinematic priors only); idm_prior
-        (B, T, 2) metres ego frame or None (read by ``prior="kinematic_idm"`` only).
+        (B, T, 2) metres ego frame or None (read by ``prior="kinematic_idm"`` only), or (B, M, T, 2) the
+        proposal of each mode (``prior="idm_modes"``, required with ``ego``).
 
         Returns:
             waypoints (B, K, M, T, 2) metres ego frame, logits (B, K, M).
+
+        Raises:
+            ValueError: ``prior="idm_modes"`` with ``ego`` but no (B, M, T, 2) ``idm_prior`` (names the shape).
         """
         b = query_states.shape[0]
         x = self.norm(query_states)
         kinematic = self.prior in KINEMATIC_PRIORS
+        proposals = self.prior == "idm_modes" and ego is not None
+        if proposals:
+            shape = None if idm_prior is None else tuple(idm_prior.shape)
+            if shape != (b, self.m, self.t, 2):
+                raise ValueError(f"WaypointHead(prior='idm_modes'): batch key idm_prior has shape {shape}, "
+                                 f"expected {(b, self.m, self.t, 2)} (one lane-IDM proposal per mode)")
+            idm_prior = idm_prior.to(x.dtype)
+            per_mode = self.proposal_proj(idm_prior.flatten(2) / PROPOSAL_SCALE_M)  # (B, M, H)
+            x = x + per_mode[:, None].expand(b, self.k, self.m, -1).reshape(b, self.k * self.m, -1)
         if ego is not None:
             feats = ego_kinematics(ego.to(x.dtype))
-            if kinematic:
+            if kinematic or proposals:
                 feats = torch.cat([feats, ego_trend(ego.to(x.dtype))], -1)
             x = x + self.ego_proj(feats)[:, None]
         h = self.mlp(x)
@@ -229,6 +260,8 @@ class WaypointHead(nn.Module):
             return a + offsets, logits
         if kinematic:
             return self.kinematic_base(ego.to(offsets.dtype), lane_prior, idm_prior)[:, :, None] + offsets, logits
+        if proposals:
+            return idm_prior.to(offsets.dtype)[:, None] + offsets, logits
         cv = constant_velocity_rollout(ego.to(offsets.dtype), self.t)[:, None, None]  # (B, 1, 1, T, 2)
         logits = logits - self.prior_temp.exp() * (a - cv).norm(dim=-1).mean(-1)
         base = a + torch.sigmoid(self.gate).reshape(1, self.k, self.m, self.t, 2) * (cv - a) if self.gate_enabled else a
