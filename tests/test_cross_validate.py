@@ -211,3 +211,15 @@ def test_vae_planners_are_the_student_recipes_plus_the_op():
     kd, kd_cvae = cv.RECIPES["student_kd_kinematic"], cv.RECIPES["student_kd_cvae"]
     assert kd_cvae.args == (*kd.args, "--planning_cvae", "true") and kd_cvae.teacher == kd.teacher == "planning_teacher_kinematic"
     assert {("student_cvae", "student"), ("student_kd_cvae", "student"), ("student_kd_cvae", "student_cvae")} <= set(cv.NATURAL_PAIRS)
+
+
+def test_proposal_mode_planner_is_the_student_recipe_plus_its_head():
+    """student_idm_modes differs from the student by the idm_modes head and best-mode plans, parses as
+    a distill recipe, and is compared to the student."""
+    from dsdrive.training.distill_config import DistillConfig
+
+    extra = ("--waypoint_prior", "idm_modes", "--plan_selection", "best")
+    assert cv.RECIPES["student_idm_modes"].args == (*cv.RECIPES["student"].args, *extra)
+    cfg = DistillConfig(waypoint_prior="idm_modes", plan_selection="best")
+    assert cfg.student_config_kwargs()["waypoint_prior"] == "idm_modes"
+    assert ("student_idm_modes", "student") in cv.NATURAL_PAIRS
