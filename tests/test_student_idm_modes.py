@@ -6,14 +6,13 @@ Also the two input-only planners built on the same priors (``lane_following``, `
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 from helpers_student import make_sample, one_thread  # noqa: F401
 from test_student_ego_ablation import reference_case
-from test_student_lane_idm_prior import LANE, lane_inputs
+from test_student_lane_idm_prior import lane_inputs
 
 from dsdrive.data.types import Agents
 from dsdrive.planners.registry import load_planner
@@ -82,7 +81,7 @@ def test_student_trains_through_the_proposals(one_thread):  # noqa: F811
 
 
 def test_lane_planners_plan_their_priors():
-    inp = dataclasses.replace(lane_inputs(5.0), map=LANE)
+    inp = lane_inputs(5.0)
     lane = load_planner("lane_following").compute_trajectory(inp)
     idm = load_planner("lane_idm", min_speed=0.0).compute_trajectory(inp)
     assert lane.shape == idm.shape == (6, 3)

@@ -70,10 +70,15 @@ def lane_following_prior(inputs: PlanningInputs, future_steps: int = FUTURE_STEP
     if hit is not None:
         return hit.copy()
     out = _lane_following_prior(inputs, speed, future_steps, dt)
+    _remember(key, out)
+    return out.copy()
+
+
+def _remember(key: tuple, value: np.ndarray) -> None:
+    """Keep ``value`` (a copy) in the prior cache under ``key``; the cache is emptied when full."""
     if len(_cache) >= CACHE_SIZE:
         _cache.clear()
-    _cache[key] = out
-    return out.copy()
+    _cache[key] = value.copy()
 
 
 def _digest(*arrays) -> str:
@@ -168,7 +173,5 @@ def lane_idm_proposals(inputs: PlanningInputs, targets: tuple[float, ...], futur
                                       forecast, line, cap)
             xy, _ = line.pose(stations[stride::stride][:future_steps], np.full(future_steps, d0))
             out[i] = np.nan_to_num(xy)
-            if len(_cache) >= CACHE_SIZE:
-                _cache.clear()
-            _cache[("idm", targets[i]) + scene] = out[i].copy()
+            _remember(("idm", targets[i]) + scene, out[i])
     return out

@@ -180,13 +180,14 @@ class StudentProcessor:
         if getattr(self.config, "reads_objects", True):
             feats = self.featurizer(inputs)
             prior = getattr(self.config, "waypoint_prior", "cv_gate")
-            if prior in KINEMATIC_PRIORS and getattr(self.config, "use_ego_status", True):  # the head's lane-following prior (map + speed)
-                feats["lane_prior"] = lane_following_prior(inputs, self.config.future_steps)
+            if getattr(self.config, "use_ego_status", True):  # the head's map-reading priors (never under the ablation)
+                if prior in KINEMATIC_PRIORS:  # the lane-following prior (map + speed)
+                    feats["lane_prior"] = lane_following_prior(inputs, self.config.future_steps)
                 if prior == "kinematic_idm":  # + PDM-Closed's IDM along that lane (map + speed + agents)
                     feats["idm_prior"] = lane_idm_prior(inputs, self.config.future_steps,
                                                         min_speed=getattr(self.config, "idm_prior_min_speed", IDM_MIN_SPEED_MPS))
-            elif prior == "idm_modes" and getattr(self.config, "use_ego_status", True):  # one lane-IDM proposal per mode
-                feats["idm_prior"] = lane_idm_proposals(inputs, idm_mode_targets(self.config.num_modes), self.config.future_steps)
+                elif prior == "idm_modes":  # one lane-IDM proposal per mode
+                    feats["idm_prior"] = lane_idm_proposals(inputs, idm_mode_targets(self.config.num_modes), self.config.future_steps)
         else:  # camera student: never reads the agents or the map
             feats = self.featurizer.ego_features(inputs)
         if self.image_processor is not None:

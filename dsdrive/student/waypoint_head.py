@@ -141,8 +141,8 @@ class WaypointHead(nn.Module):
         self.offset_scale = float(offset_scale)
         self.norm = nn.LayerNorm(hidden_size)
         kinematic = prior in KINEMATIC_PRIORS
-        trend = kinematic or prior == "idm_modes"
-        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES + (EGO_TREND_FEATURES if trend else 0), hidden_size)
+        residual = kinematic or prior == "idm_modes"  # a zero-initialised residual over a base read from the inputs
+        self.ego_proj = nn.Linear(EGO_KINEMATIC_FEATURES + (EGO_TREND_FEATURES if residual else 0), hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU())
         self.reg = nn.Linear(hidden_size, future_steps * 2)
         self.cls = nn.Linear(hidden_size, 1)
@@ -152,15 +152,13 @@ class WaypointHead(nn.Module):
         self.gate = nn.Parameter(torch.full((num_commands * num_modes, future_steps, 2), math.log(g / (1 - g))))
         self.gate_enabled = gate_init > 0
         self.prior_temp = nn.Parameter(torch.tensor(0.0))  # logit bias = -exp(temp) * mean L2(anchor, cv)
-        if kinematic:  # untrained head = the uniform blend of the priors, for every mode
+        if residual:  # untrained head = its base (the uniform blend of the priors, or the proposals), modes scored alike
             nn.init.zeros_(self.reg.weight)
             nn.init.zeros_(self.cls.weight)
             nn.init.zeros_(self.cls.bias)
+        if kinematic:
             self.prior_blend = nn.Parameter(torch.zeros(num_commands, BLENDED_PRIORS[prior], future_steps, 2))
-        if prior == "idm_modes":  # untrained head = the proposals, scored alike
-            nn.init.zeros_(self.reg.weight)
-            nn.init.zeros_(self.cls.weight)
-            nn.init.zeros_(self.cls.bias)
+        if prior == "idm_modes":
             self.proposal_proj = nn.Linear(future_steps * 2, hidden_size)
 
     @torch.no_grad()
