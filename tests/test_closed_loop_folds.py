@@ -111,10 +111,13 @@ def test_cv_runs_argument_names_the_planner(tmp_path):
     assert resolve_cv_runs(_ns(["log_waypoints", "student"], [str(student)])) == {"student": student}  # bare DIR
     assert resolve_cv_runs(_ns(["student_kd"], [f"student_kd={kd}"])) == {"student_kd": kd}  # cross-validation name
     assert resolve_cv_runs(_ns(["student"], [f"student={kd}"])) == {"student": kd}  # its registry name
+    assert resolve_cv_runs(_ns(["student_checked"], [str(student)])) == {"student_checked": student}  # loads student checkpoints
     with pytest.raises(ValueError, match="say which planner"):
         resolve_cv_runs(_ns(["student", "ego_mlp"], [str(student)]))
     with pytest.raises(ValueError, match="holds student runs .*not ego_mlp"):
         resolve_cv_runs(_ns(["ego_mlp"], [f"ego_mlp={student}"]))
+    with pytest.raises(ValueError, match="holds ego_mlp runs .*not student_checked"):
+        resolve_cv_runs(_ns(["student_checked"], [f"student_checked={_cv_out(tmp_path / 'cv3', 'ego_mlp')}"]))
     with pytest.raises(ValueError, match="also has a --checkpoint"):
         resolve_cv_runs(_ns(["student"], [str(student)], [f"student={student}"]))
 

@@ -341,31 +341,35 @@ class PDMClosedPlanner(Planner):
             ref = reference_from_plan(STEP_SECONDS * np.arange(len(knots)), xy, np.unwrap(yaw), np.array([init.v, 0.0]))
             p.states = track(ref, BicycleState(**vars(init)), HORIZON_STEPS, SIM_DT)
             proposals.append(p)
-        self._score(proposals, forecast, area, cl)
+        score_proposals(proposals, forecast, area, cl)
         best = _select(proposals)
         st = proposals[best].states[stride::stride][:FUTURE_STEPS]
         return PDMClosedResult(st[:, :3].astype(np.float32), proposals, best, cl)
 
-    def _score(self, proposals: list[Proposal], forecast: "AgentForecast", area: AreaTest, cl: Centerline) -> None:
-        """Fill every proposal's sub-scores (see the module docstring, step 4)."""
-        agents = forecast.near(np.stack([p.states for p in proposals]))
-        for p in proposals:
-            pos, yaw, v = p.states[:, :2], p.states[:, 2], p.states[:, 3]
-            centres = pos + EGO_CENTER_OFFSET_M * np.stack([np.cos(yaw), np.sin(yaw)], 1)
-            vel = v[:, None] * np.stack([np.cos(yaw), np.sin(yaw)], 1)
-            overlaps = box_overlaps(centres, yaw, v, agents, EGO_LENGTH_M, EGO_WIDTH_M)
-            p.nc = no_collision_score(overlaps)
-            p.collision_step = next((o.step for o in overlaps if o.at_fault), None)
-            p.dac = float(area(centres, yaw).all())
-            p.ttc = 0.0 if ttc_violation(centres, yaw, vel, agents, EGO_LENGTH_M, EGO_WIDTH_M) is not None else 1.0
-            p.comfort = float(np.logical_and.reduce(list(comfort_bounds_ok(comfort_signals(pos, yaw)).values())).all())
-            st, _ = cl.project(pos[[0, -1]])
-            p.progress = float(st[1] - st[0])
-        safe = [p.progress for p in proposals if p.nc * p.dac > 0]
-        best = max(safe) if safe else 0.0
-        for p in proposals:
-            p.ep = progress_score(p.progress, best)
-            p.pdms = pdm_combine(p.nc, p.dac, p.ttc, p.comfort, p.ep)
+
+def score_proposals(proposals: list[Proposal], forecast: "AgentForecast", area: AreaTest, cl: Centerline) -> None:
+    """Fill every proposal's PDM sub-scores from its simulated ``states`` (HORIZON_STEPS + 1, 6),
+    ego frame (the module docstring, step 4): NC and the first at-fault step against the agents of
+    ``forecast``, DAC by ``area``, TTC, comfort, progress along ``cl`` (m) and EP against the
+    best progress among the proposals with NC x DAC > 0, then PDMS."""
+    agents = forecast.near(np.stack([p.states for p in proposals]))
+    for p in proposals:
+        pos, yaw, v = p.states[:, :2], p.states[:, 2], p.states[:, 3]
+        centres = pos + EGO_CENTER_OFFSET_M * np.stack([np.cos(yaw), np.sin(yaw)], 1)
+        vel = v[:, None] * np.stack([np.cos(yaw), np.sin(yaw)], 1)
+        overlaps = box_overlaps(centres, yaw, v, agents, EGO_LENGTH_M, EGO_WIDTH_M)
+        p.nc = no_collision_score(overlaps)
+        p.collision_step = next((o.step for o in overlaps if o.at_fault), None)
+        p.dac = float(area(centres, yaw).all())
+        p.ttc = 0.0 if ttc_violation(centres, yaw, vel, agents, EGO_LENGTH_M, EGO_WIDTH_M) is not None else 1.0
+        p.comfort = float(np.logical_and.reduce(list(comfort_bounds_ok(comfort_signals(pos, yaw)).values())).all())
+        st, _ = cl.project(pos[[0, -1]])
+        p.progress = float(st[1] - st[0])
+    safe = [p.progress for p in proposals if p.nc * p.dac > 0]
+    best = max(safe) if safe else 0.0
+    for p in proposals:
+        p.ep = progress_score(p.progress, best)
+        p.pdms = pdm_combine(p.nc, p.dac, p.ttc, p.comfort, p.ep)
 
 
 def _select(proposals: list[Proposal]) -> int:

@@ -21,12 +21,17 @@ PLANNERS: dict[str, tuple[str, str, bool]] = {
     "lane_idm": ("dsdrive.planners.lane_priors", "LaneIDMPlanner", False),  # the student's lane-IDM prior alone
     "ego_mlp": ("dsdrive.planners.ego_mlp", "EgoMLPPlanner", True),
     "student": ("dsdrive.planners.student", "StudentPlanner", True),
+    "student_checked": ("dsdrive.planners.student", "CheckedStudentPlanner", True),  # the student's modes through PDM-Closed's check
     "planning_teacher": ("dsdrive.planners.distilldrive_teacher", "PlanningTeacherPlanner", True),  # privileged (GT agent futures)
     "ground_truth": ("dsdrive.planners.log_future", "GroundTruthPlanner", False),  # privileged (the logged future)
     "log_waypoints": ("dsdrive.planners.log_future", "LogWaypointsPlanner", False),  # privileged (closed loop: the log)
     "pdm_closed": ("dsdrive.planners.pdm_closed", "PDMClosedPlanner", False),  # privileged (route, map; closed loop: the world)
     "text_trajectory_vla": ("dsdrive.planners.text_trajectory", "TextTrajectoryPlanner", True),  # VLM decoding waypoint text (baseline)
 }
+
+
+CHECKPOINT_OF: dict[str, str] = {"student_checked": "student"}
+"""Planners that load another planner's checkpoints (``--cv-runs student_checked=CV_OUT/runs/student_idm_modes``)."""
 
 
 def planner_names() -> list[str]:

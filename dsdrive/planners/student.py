@@ -24,6 +24,7 @@ from dsdrive.annotation.schema import BEHAVIOURS, SPEEDS, MetaAction
 from dsdrive.data.types import PlanningInputs
 from dsdrive.annotation.meta_action_text import parse_stated_meta_action
 from dsdrive.planners.base import Planner
+from dsdrive.planners.mode_check import check_modes
 from dsdrive.student import StudentModel, StudentProcessor
 from dsdrive.student.bev import BevGrid, rasterize_risk
 
@@ -73,7 +74,14 @@ class StudentPlanner(Planner):
     def compute_trajectories(self, batch: list[PlanningInputs]) -> np.ndarray:
         """(B, 6, 3) float32 best-mode waypoints, one forward pass for the whole batch (plan_first); the
         risk map, which these waypoints never read, is not computed."""
-        return self.plan(batch, risk_map=False).waypoints.float().cpu().numpy().astype(np.float32)
+        out = self.plan(batch, risk_map=False)
+        return np.stack([self.select_plan(inputs, out, b)[0] for b, inputs in enumerate(batch)]).astype(np.float32)
+
+    def select_plan(self, inputs: PlanningInputs, out, b: int) -> tuple[np.ndarray, dict]:
+        """The plan of batch row ``b`` of ``out`` (:class:`PlanOutput`) for ``inputs``: ``(waypoints (6, 3)
+        float32 ego frame, extra explanation entries)``; here the model's own plan (best mode or
+        expected plan, ``config.plan_selection``) and no entry."""
+        return out.waypoints[b].float().cpu().numpy().astype(np.float32), {}
 
     @torch.no_grad()
     def plan_and_explain_batch(self, batch: list[PlanningInputs]) -> tuple[object, list[str]]:
@@ -109,7 +117,8 @@ class StudentPlanner(Planner):
             "risks": (agent_risks(inputs, risk_map, self.model.config) if self.model.config.reads_objects
                       else cell_risks(risk_map, self.model.config))[:top_risks],
         }
-        return out.waypoints[0].float().cpu().numpy().astype(np.float32), explanation
+        waypoints, extra = self.select_plan(inputs, out, 0)
+        return waypoints, {**explanation, **extra}
 
     def explain(self, inputs: PlanningInputs) -> str:
         """Chain-of-thought text for one input (greedy)."""
@@ -119,6 +128,32 @@ class StudentPlanner(Planner):
     def risk_map(self, inputs: PlanningInputs) -> np.ndarray:
         """(H, W) BEV risk map in [0, 1] (grid of :class:`dsdrive.student.bev.BevGrid`)."""
         return self.plan([inputs]).risk_map[0].float().cpu().numpy()
+
+
+class CheckedStudentPlanner(StudentPlanner):
+    """The student whose modes pass PDM-Closed's safety check (name ``"student_checked"``): the
+    student proposes its command's modes and scores them; :func:`dsdrive.planners.mode_check.check_modes`
+    tracks each for 4 s, scores it with the PDM sub-scores against the inputs' agents at constant
+    velocity and the map's road edges, and drives the student's favourite among the modes that
+    neither collide nor leave the road (NAVSIM's learned-proposal + rule-check pattern: PDM-Hybrid,
+    Hydra-MDP). Reads only :class:`PlanningInputs`; loads any student checkpoint (most useful with
+    ``waypoint_prior: idm_modes``, whose modes include a stop). The explanation adds
+    ``mode_check`` (:meth:`ModeCheck.explanation`)."""
+
+    name = "student_checked"
+
+    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", max_new_tokens: int | None = None,
+                 progress_weight: float = 0.0):
+        if not progress_weight >= 0:
+            raise ValueError(f"CheckedStudentPlanner: progress_weight {progress_weight} must be >= 0")
+        super().__init__(checkpoint_dir, device, max_new_tokens)
+        self.progress_weight = float(progress_weight)
+
+    def select_plan(self, inputs: PlanningInputs, out, b: int) -> tuple[np.ndarray, dict]:
+        """The checked mode of batch row ``b`` (see the class docstring): ``(waypoints (6, 3), {"mode_check": ...})``."""
+        modes = out.mode_waypoints[b].float().cpu().numpy()
+        check = check_modes(inputs, modes, out.mode_scores[b].float().cpu().numpy(), self.progress_weight)
+        return modes[check.best].astype(np.float32), {"mode_check": check.explanation()}
 
 
 def meta_action_from_index(index: int) -> str:

@@ -8,7 +8,11 @@ without a route: PDM-Closed's lane walk, Dauner et al., CoRL 2023), at the ego's
 offset from that centreline. It reads only :class:`dsdrive.data.types.PlanningInputs` (ego status /
 history, map, command; never the future), so it is a planner input like the constant-velocity rollout.
 Where no lane lies at the ego the lane walk goes straight ahead, so the prior is constant velocity
-along the x axis.
+along the x axis. A LEFT / RIGHT command whose lane walk does not reach 2 m to that side within the
+3 s distance (:func:`command_centerline`) moves the centreline to the lane beside the ego, and the
+priors close the lateral offset to it linearly (:func:`lane_change_offsets`): a lane change. None of
+the 275 logged samples below takes it (their LEFT commands are turns the ego's own lane makes), so
+their priors are unchanged; it acts in closed loop, where the command follows the log's path.
 
 Frame: ego frame of the current time (x forward, y left), metres; waypoints at +0.5 ... +3.0 s.
 On the 275 recorded-ego samples of the 8 shared nuScenes-mini scenes (no parameter fitted):
@@ -32,8 +36,9 @@ import numpy as np
 
 from dsdrive.constants import SIM_DT
 from dsdrive.data.types import FUTURE_STEPS, STEP_SECONDS, PlanningInputs
+from dsdrive.data.world_state import COMMAND_HORIZON_S
 from dsdrive.planners.constant_velocity import ego_velocity
-from dsdrive.planners.pdm_centerline import route_centerline
+from dsdrive.planners.pdm_centerline import Centerline, route_centerline
 from dsdrive.planners.pdm_closed import HORIZON_STEPS, AgentForecast, curve_speed_cap, idm_profile
 
 IDM_MIN_SPEED_MPS = 3.0
@@ -46,6 +51,37 @@ ego of the shared nuScenes-mini scenes drives at most ~17.5 m/s."""
 
 LANE_MARGIN_M = 10.0
 """The centreline reaches this far (m) beyond the 3 s constant-speed distance."""
+
+
+LANE_CHANGE_MIN_LOOKAHEAD_M = 10.0
+"""Shortest arc length (m) within which the lane walk must meet a LEFT / RIGHT command before it changes
+lanes (:func:`dsdrive.planners.pdm_centerline.route_centerline`'s ``lane_change_m``); above it, the
+distance the current speed covers in the command's 3 s."""
+
+def command_centerline(inputs: PlanningInputs, speed: float, reach: float) -> tuple[Centerline, float, float]:
+    """The lane walk of ``inputs.command`` reaching ``reach`` m, with lane changes by command
+    (:func:`dsdrive.planners.pdm_centerline.route_centerline`, ``lane_change_m`` = max(3 s x
+    ``speed`` m/s, :data:`LANE_CHANGE_MIN_LOOKAHEAD_M`)), and the ego's station and lateral offset
+    (m, left positive) on it.
+
+    Raises:
+        ValueError: an unknown command (names the value).
+    """
+    lookahead = max(COMMAND_HORIZON_S * speed, LANE_CHANGE_MIN_LOOKAHEAD_M)
+    line = route_centerline(inputs.map, None, inputs.command, reach, reach, lane_change_m=lookahead)
+    station, offset = line.project(np.zeros((1, 2)))
+    return line, float(station[0]), float(offset[0])
+
+
+def lane_change_offsets(line: Centerline, s0: float, d0: float, stations: np.ndarray, speed: float) -> np.ndarray:
+    """Lateral offsets (m, left positive) from ``line`` at ``stations`` (T,) m: the ego's offset ``d0``
+    at its station ``s0`` held (lane keeping), or, on a lane-change centreline (``line.lane_change``),
+    closed linearly to 0 over PDM-Closed's blend distance clip(2 s x ``speed``, 8, 25) m."""
+    stations = np.asarray(stations, np.float64)
+    if not line.lane_change:
+        return np.full_like(stations, d0)
+    blend = float(np.clip(2.0 * speed, 8.0, 25.0))
+    return d0 * np.clip(1.0 - (stations - s0) / blend, 0.0, 1.0)
 
 
 CACHE_SIZE = 50_000
@@ -93,9 +129,9 @@ def _digest(*arrays) -> str:
 def _lane_following_prior(inputs: PlanningInputs, speed: float, future_steps: int, dt: float) -> np.ndarray:
     t = dt * np.arange(1, future_steps + 1)
     reach = speed * float(t[-1]) + LANE_MARGIN_M
-    line = route_centerline(inputs.map, None, inputs.command, reach, reach)
-    station, offset = line.project(np.zeros((1, 2)))
-    xy, _ = line.pose(station[0] + speed * t, np.full(future_steps, offset[0]))
+    line, s0, d0 = command_centerline(inputs, speed, reach)
+    stations = s0 + speed * t
+    xy, _ = line.pose(stations, lane_change_offsets(line, s0, d0, stations, speed))
     return np.nan_to_num(xy).astype(np.float32)
 
 
@@ -164,14 +200,16 @@ def lane_idm_proposals(inputs: PlanningInputs, targets: tuple[float, ...], futur
         else:
             out[i] = hit
     if missing:
-        line = route_centerline(inputs.map, None, inputs.command, reach, reach)
-        station, offset = line.project(np.zeros((1, 2)))
-        s0, d0 = float(station[0]), float(offset[0])
+        line, s0, d0 = command_centerline(inputs, speed, reach)
         forecast, cap = AgentForecast.build(inputs, line), curve_speed_cap(line)
+
+        def offset_at(st: np.ndarray) -> np.ndarray:
+            return lane_change_offsets(line, s0, d0, st, speed)
+
         for i in missing:
-            stations, _ = idm_profile(speed, s0, targets[i], lambda st: np.full_like(np.asarray(st, np.float64), d0),
-                                      forecast, line, cap)
-            xy, _ = line.pose(stations[stride::stride][:future_steps], np.full(future_steps, d0))
+            stations, _ = idm_profile(speed, s0, targets[i], offset_at, forecast, line, cap)
+            knots = stations[stride::stride][:future_steps]
+            xy, _ = line.pose(knots, offset_at(knots))
             out[i] = np.nan_to_num(xy)
             _remember(("idm", targets[i]) + scene, out[i])
     return out

@@ -132,7 +132,7 @@ def resolve_cv_runs(args: argparse.Namespace) -> dict[str, Path]:
             requested, a folder of another planner's runs (e.g. ``student=runs/ego_mlp``), or a
             planner given both ``--checkpoint`` and ``--cv-runs``; bad folders (:func:`runs_recipe`).
     """
-    from dsdrive.planners.registry import PLANNERS, needs_checkpoint
+    from dsdrive.planners.registry import CHECKPOINT_OF, PLANNERS, needs_checkpoint
 
     trained = [p for p in args.planner if p != LOG_REPLAY and (p not in PLANNERS or needs_checkpoint(p))]
     out: dict[str, Path] = {}
@@ -143,7 +143,7 @@ def resolve_cv_runs(args: argparse.Namespace) -> dict[str, Path]:
                 raise ValueError(f"--cv-runs {v}: say which planner it is for (NAME=DIR); trained planners requested: {trained}")
             name, path = trained[0], v
         recipe, _ = runs_recipe(path)
-        if name not in (recipe, RECIPES[recipe].registry):
+        if name not in (recipe, RECIPES[recipe].registry) and CHECKPOINT_OF.get(name) != RECIPES[recipe].registry:
             raise ValueError(f"--cv-runs {v}: {path} holds {recipe} runs (registry planner {RECIPES[recipe].registry}), not {name}")
         if any(c.partition("=")[0] == name or (len(trained) == 1 and "=" not in c) for c in args.checkpoint):
             raise ValueError(f"--cv-runs {v}: {name} also has a --checkpoint; give one or the other")
@@ -249,9 +249,10 @@ def main(argv: list[str] | None = None, prog: str = "dsdrive closed-loop") -> in
         checkpoints = resolve_checkpoints(args, out, cv_runs)
         planners = {name: load(name, checkpoints.get(name)) for name in args.planner if name not in cv_runs}
         assign = {name: checkpoints_for_scenes(d, work.scene_ids, args.cv_seed) for name, d in cv_runs.items()}
-        from dsdrive.planners.registry import load_planner
+        from dsdrive.planners.registry import CHECKPOINT_OF, load_planner
 
-        fold_planners = {name: {fc: load_planner(fc.registry, fc.directory) for fc in set(a.values())} for name, a in assign.items()}
+        fold_planners = {name: {fc: load_planner(name if name in CHECKPOINT_OF else fc.registry, fc.directory) for fc in set(a.values())}
+                         for name, a in assign.items()}
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

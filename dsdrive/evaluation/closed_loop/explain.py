@@ -75,7 +75,8 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
         meta-action head),
         ``stated_in_text`` (the meta-action the text states, or None), ``implied_meta_action``,
         ``consistent`` (text-stated == implied; None when the text states none), ``mode_scores``, ``top_risk``
-        (list of {agent_id, risk, rank, reason}).
+        (list of {agent_id, risk, rank, reason}), and the planner's ``mode_check`` where it gives one
+        (:meth:`dsdrive.planners.mode_check.ModeCheck.explanation`).
     """
     implied = implied_meta_action(waypoints, speed)
     d = _to_dict(explanation)
@@ -102,6 +103,7 @@ def describe_plan(waypoints: np.ndarray, speed: float, explanation: Any = None, 
             "consistent": None if in_text is None else in_text == implied,
             "mode_scores": scores,
             "top_risk": top,
+            **({"mode_check": d["mode_check"]} if d.get("mode_check") else {}),
         }
     wp = np.asarray(waypoints)
     dist = float(np.linalg.norm(np.diff(np.vstack([[0, 0], wp[:, :2]]), axis=0), axis=1).sum())
