@@ -75,8 +75,8 @@ ROWS = [
     Row("openai-concurrency", "eval/bench_openai_concurrency.py", r"^\s*\d+ \||lost|doubled", 3.5),
     Row("closed-loop", "eval/bench_closed_loop.py --planner constant_velocity log_waypoints", r"^(log_replay|constant_velocity|log_waypoints) ",
         1.0),
-    Row("closed-loop-student", "eval/bench_closed_loop.py --planner student --checkpoint student={student} --no-explain",
-        r"^(log_replay|student) ", 1.5),
+    Row("closed-loop-student", "eval/bench_closed_loop.py --planner student student_checked --checkpoint student={student} "
+        "student_checked={student} --no-explain", r"^(log_replay|student|student_checked) ", 2.0),
 ]
 """README's rows in its order. ``minutes``: metrics, student-tiny, openai-concurrency and closed-loop
 as measured at load 18-23 scaled to their CPU seconds (the API row mostly waits for the simulated
