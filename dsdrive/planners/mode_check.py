@@ -15,8 +15,8 @@ map's road edges (:func:`dsdrive.planners.pdm_closed.road_edge_test`), and chose
 2. among them the mode with the highest ``log p + w log((5 TTC + 5 EP + 2 C) / 12)`` is driven:
    ``p`` the student's mode probability, ``w`` = ``progress_weight`` (Hydra-MDP's weighted sum of
    the imitation log-score and the log sub-scores). ``w`` = 0 drives the student's favourite safe
-   mode (TTC only breaks nothing: a TTC = 0 mode is kept); large ``w`` drives PDM-Closed's choice
-   among the student's modes.
+   mode (TTC does not veto: a mode with TTC = 0 stays a candidate); a large ``w`` drives
+   PDM-Closed's choice among the student's modes.
 
 It reads only :class:`dsdrive.data.types.PlanningInputs` (no route, no future), so the checked
 student is not privileged. Progress (EP) runs along the command's lane walk
