@@ -96,7 +96,7 @@ def compare(a: list[dict], b: list[dict]) -> dict:
 
 def render(name_a: str, name_b: str, res: dict) -> str:
     """Markdown: per-run summaries, per-scene RC and at-fault counts, paired differences."""
-    lines = [f"| side | run | RC | at fault | goal met | PDMS |", "|---|---|---|---|---|---|"]
+    lines = ["| side | run | RC | at fault | goal met | PDMS |", "|---|---|---|---|---|---|"]
     for name, runs in ((name_a, res["runs_a"]), (name_b, res["runs_b"])):
         lines += [f"| {name} | {i} | {r['rc']:.3f} | {r['at_fault']}/{len(res['scenes'])} | {r['goal']}/{len(res['scenes'])} | {r['pdms']:.3f} |"
                   for i, r in enumerate(runs)]

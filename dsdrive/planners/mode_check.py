@@ -32,11 +32,9 @@ import numpy as np
 from dsdrive.constants import SIM_DT, STEP_SECONDS
 from dsdrive.data.types import PlanningInputs
 from dsdrive.evaluation.trajectory_tracking import BicycleState, reference_from_plan, track
-from dsdrive.planners.pdm_closed import HORIZON_STEPS, AgentForecast, Proposal, initial_state, road_edge_test, score_proposals
-from dsdrive.student.lane_prior import command_centerline
-
-CHECK_MIN_REACH_M = 70.0
-"""The lane walk EP is measured along reaches at least this far (m): 4 s at the fastest ``idm_modes`` target + 10 m."""
+from dsdrive.planners.pdm_closed import (
+    HORIZON_STEPS, AgentForecast, Proposal, initial_state, road_edge_test, safety_order, score_proposals)
+from dsdrive.student.lane_prior import IDM_MODES_TOP_SPEED_MPS, LANE_MARGIN_M, command_centerline
 
 
 @dataclass
@@ -101,7 +99,8 @@ def check_modes(inputs: PlanningInputs, modes: np.ndarray, scores: np.ndarray, p
     if not progress_weight >= 0:
         raise ValueError(f"check_modes: progress_weight {progress_weight} must be >= 0")
     speed = float(initial_state(inputs).v)
-    cl, _, _ = command_centerline(inputs, speed, max(CHECK_MIN_REACH_M, speed * HORIZON_STEPS * SIM_DT + 10.0))
+    reach = max(speed, IDM_MODES_TOP_SPEED_MPS) * HORIZON_STEPS * SIM_DT + LANE_MARGIN_M  # the idm_modes proposals' reach
+    cl, _, _ = command_centerline(inputs, speed, reach)
     proposals = []
     for wp in modes:
         p = Proposal(speed=float(np.linalg.norm(wp[-1, :2] - wp[-2, :2]) / STEP_SECONDS) if len(wp) > 1 else 0.0, offset=0.0)
@@ -116,7 +115,5 @@ def check_modes(inputs: PlanningInputs, modes: np.ndarray, scores: np.ndarray, p
             return (np.log(max(scores[i], 1e-12)) + progress_weight * np.log((5 * p.ttc + 5 * p.ep + 2 * p.comfort) / 12), -i)
 
         return ModeCheck(int(max(safe, key=combined)), proposals, True, preferred)
-    best = max(range(len(proposals)), key=lambda i: (
-        proposals[i].nc, HORIZON_STEPS + 1 if proposals[i].collision_step is None else proposals[i].collision_step,
-        proposals[i].dac, scores[i], -i))
+    best = max(range(len(proposals)), key=lambda i: (*safety_order(proposals[i]), scores[i], -i))
     return ModeCheck(int(best), proposals, False, preferred)

@@ -325,7 +325,7 @@ class PDMClosedPlanner(Planner):
             s_goal = s0 if route_xy is None else float(cl.project(np.asarray(route_xy, np.float64)[-1:])[0][0])
         forecast = AgentForecast.build(inputs, cl)
         cap = curve_speed_cap(cl)
-        blend = float(np.clip(2.0 * init.v, 8.0, 25.0))
+        blend = offset_blend_m(init.v)
         stride = int(round(STEP_SECONDS / SIM_DT))
         proposals = []
         for f, off in [(f, off) for f in self.speed_fractions for off in self.offsets] + [(0.0, 0.0)]:  # + the stop proposal
@@ -372,6 +372,17 @@ def score_proposals(proposals: list[Proposal], forecast: "AgentForecast", area: 
         p.pdms = pdm_combine(p.nc, p.dac, p.ttc, p.comfort, p.ep)
 
 
+def offset_blend_m(speed: float) -> float:
+    """Distance (m) over which a proposal's lateral offset reaches its target: clip(2 s x ``speed`` m/s, 8, 25)."""
+    return float(np.clip(2.0 * speed, 8.0, 25.0))
+
+
+def safety_order(p: Proposal) -> tuple[float, int, float]:
+    """``(NC, first at-fault step or HORIZON_STEPS + 1 without one, DAC)`` of a scored proposal: larger
+    is safer (the first keys of the fallback when no proposal scores PDMS > 0)."""
+    return p.nc, HORIZON_STEPS + 1 if p.collision_step is None else p.collision_step, p.dac
+
+
 def _select(proposals: list[Proposal]) -> int:
     """Index of the chosen proposal (see the module docstring, step 5)."""
     top = max(p.pdms for p in proposals)
@@ -382,8 +393,7 @@ def _select(proposals: list[Proposal]) -> int:
 
     def fallback(i: int) -> tuple:
         p = proposals[i]
-        return (p.nc, HORIZON_STEPS + 1 if p.collision_step is None else p.collision_step, p.dac,
-                (5 * p.ep + 5 * p.ttc + 2 * p.comfort) / 12, -abs(p.offset), -i)
+        return (*safety_order(p), (5 * p.ep + 5 * p.ttc + 2 * p.comfort) / 12, -abs(p.offset), -i)
 
     return max(idx, key=fallback)
 

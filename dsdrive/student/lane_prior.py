@@ -39,7 +39,7 @@ from dsdrive.data.types import FUTURE_STEPS, STEP_SECONDS, PlanningInputs
 from dsdrive.data.world_state import COMMAND_HORIZON_S
 from dsdrive.planners.constant_velocity import ego_velocity
 from dsdrive.planners.pdm_centerline import Centerline, route_centerline
-from dsdrive.planners.pdm_closed import HORIZON_STEPS, AgentForecast, curve_speed_cap, idm_profile
+from dsdrive.planners.pdm_closed import HORIZON_STEPS, AgentForecast, curve_speed_cap, idm_profile, offset_blend_m
 
 IDM_MIN_SPEED_MPS = 3.0
 """Default lowest target speed (m/s) of :func:`lane_idm_prior`: a standing ego with free road ahead
@@ -76,12 +76,11 @@ def command_centerline(inputs: PlanningInputs, speed: float, reach: float) -> tu
 def lane_change_offsets(line: Centerline, s0: float, d0: float, stations: np.ndarray, speed: float) -> np.ndarray:
     """Lateral offsets (m, left positive) from ``line`` at ``stations`` (T,) m: the ego's offset ``d0``
     at its station ``s0`` held (lane keeping), or, on a lane-change centreline (``line.lane_change``),
-    closed linearly to 0 over PDM-Closed's blend distance clip(2 s x ``speed``, 8, 25) m."""
+    closed linearly to 0 over PDM-Closed's blend distance (:func:`~dsdrive.planners.pdm_closed.offset_blend_m`)."""
     stations = np.asarray(stations, np.float64)
     if not line.lane_change:
         return np.full_like(stations, d0)
-    blend = float(np.clip(2.0 * speed, 8.0, 25.0))
-    return d0 * np.clip(1.0 - (stations - s0) / blend, 0.0, 1.0)
+    return d0 * np.clip(1.0 - (stations - s0) / offset_blend_m(speed), 0.0, 1.0)
 
 
 CACHE_SIZE = 50_000
